@@ -1,0 +1,1780 @@
+//! tinyp2p: a faithful, safe and fast Rust clone of Ed Felten's 2004 tinyp2p.
+//!
+//! `tinyp2p PW server HOST PORT [PEER...]` shares the current folder and joins the network;
+//! `tinyp2p PW client URL PATTERN` downloads every matching file from every node. Nodes
+//! speak the original's XML-RPC: one method `f(token, mode, arg)` (see README.md). The file
+//! reads top to bottom: constants, CLI, token, XML-RPC codec, content codec, server, join,
+//! client, file safety.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::ffi::CString;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Cursor, Read, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, anyhow, bail};
+use hmac::{Hmac, KeyInit, Mac};
+use md5::Md5;
+use memchr::{memchr, memchr3, memmem};
+use regex::{Regex, RegexBuilder};
+use tiny_http::{Header, Method, Request, Response, StatusCode};
+use xml::reader::{EventReader, XmlEvent};
+use xmlrpc::{Fault, Transport, Value};
+
+// ---------------------------------------------------------------- constants
+
+/// Peers one node keeps and one client visits: bounds memory and the join walk.
+const MAX_PEERS: usize = 10_000;
+/// Largest non-content answer (peer list, listing, fault) a client reads into memory.
+const MAX_ANSWER_BYTES: u64 = 16 << 20;
+/// Largest request body a node reads: a full 10,000-peer list fits several times over.
+const MAX_REQUEST_BYTES: u64 = 8 << 20;
+/// Largest file a client streams to disk, so a peer cannot fill the disk without end.
+const MAX_FILE_BYTES: u64 = 16 << 30;
+/// Longest peer URL kept: real ones are `http://host:port`.
+const MAX_URL_LEN: usize = 512;
+/// Longest file name: the usual file system limit.
+const MAX_NAME_LEN: usize = 255;
+/// Deepest XML-RPC nesting read: `f` takes at most a list of strings, answers a list of lists.
+const MAX_DEPTH: usize = 8;
+/// Compiled size limit of a regex, so a hostile pattern cannot eat memory or time.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Compiled regexes a node keeps: clients repeat the same few patterns.
+const REGEX_CACHE: usize = 64;
+/// Request threads: tiny_http has no socket timeouts, so stalled clients each hold one.
+const SERVER_WORKERS: usize = 64;
+/// Peers a client lists, and files it downloads, at once.
+const CLIENT_WORKERS: usize = 8;
+/// Seconds allowed to connect and for each idle read or write (env `TINYP2P_TIMEOUT`).
+const DEFAULT_TIMEOUT_SECS: u64 = 10;
+/// Age a folder's mtime must have before its listing is cached: a change within one
+/// file-system clock tick could otherwise leave the mtime, and the stale cache, as they were.
+const LISTING_SETTLE: Duration = Duration::from_millis(100);
+/// Bytes moved per step in the content path: large enough for few system calls.
+const CHUNK: usize = 64 * 1024;
+/// Raw bytes base64-encoded per step: a multiple of 3, so steps join without padding.
+const B64_CHUNK: usize = 3 * 16 * 1024;
+/// Prefix of a client's temporary file where the file system has no O_TMPFILE.
+const PART_PREFIX: &str = ".tinyp2p-";
+/// Environment variable holding the password when PW is `-`.
+const PASSWORD_ENV: &str = "TINYP2P_PASSWORD";
+/// Environment variable overriding DEFAULT_TIMEOUT_SECS.
+const TIMEOUT_ENV: &str = "TINYP2P_TIMEOUT";
+
+const USAGE: &str = "\
+usage: tinyp2p PW server HOST PORT [PEER_URL...]   share this folder, join via the peers
+       tinyp2p PW client URL PATTERN               fetch every file matching PATTERN
+       tinyp2p --help | --version
+
+PW '-' reads the password from TINYP2P_PASSWORD. PORT 0 picks a free port.
+The node's URL is http://HOST:PORT exactly as given: clients must use that same URL.
+TINYP2P_TIMEOUT sets the network timeout in seconds (default 10).";
+
+// ---------------------------------------------------------------- CLI
+
+/// What the command line asks for.
+#[derive(Debug)]
+enum Cli {
+    Help,
+    Version,
+    Server {
+        password: String,
+        host: String,
+        port: u16,
+        peers: Vec<String>,
+    },
+    Client {
+        password: String,
+        url: String,
+        pattern: String,
+    },
+}
+
+/// A command line that cannot run: exit status 2 with the usage text.
+#[derive(Debug)]
+struct UsageError(String);
+
+fn main() -> ExitCode {
+    let cli = match parse_cli(std::env::args_os().skip(1)) {
+        Ok(cli) => cli,
+        Err(UsageError(why)) => {
+            say_err(format_args!("tinyp2p: {why}\n{USAGE}"));
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            say_err(format_args!("tinyp2p: {e:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs what the command line asked for; `Ok(false)` when some part of it failed.
+fn run(cli: Cli) -> Result<bool> {
+    match cli {
+        Cli::Help => say(format_args!("{USAGE}")),
+        Cli::Version => say(format_args!("tinyp2p {}", env!("CARGO_PKG_VERSION"))),
+        Cli::Server {
+            password,
+            host,
+            port,
+            peers,
+        } => serve(&password, &host, port, peers)?,
+        Cli::Client {
+            password,
+            url,
+            pattern,
+        } => return client(&password, &url, &pattern),
+    }
+    Ok(true)
+}
+
+/// Parses the arguments after the program name.
+fn parse_cli(args: impl Iterator<Item = std::ffi::OsString>) -> Result<Cli, UsageError> {
+    let args: Vec<String> = args
+        .map(|a| {
+            a.into_string()
+                .map_err(|a| UsageError(format!("argument {a:?} is not UTF-8")))
+        })
+        .collect::<Result<_, _>>()?;
+    let usage = |why: &str| Err(UsageError(why.to_string()));
+    match args.first().map(String::as_str) {
+        None => return usage("missing arguments"),
+        Some("-h" | "--help") => return Ok(Cli::Help),
+        Some("--version" | "-V") => return Ok(Cli::Version),
+        _ => {}
+    }
+    match (args.get(1).map(String::as_str), args.len()) {
+        (Some("server"), 4..) => {
+            let port = args[3].parse().map_err(|_| {
+                UsageError(format!(
+                    "PORT must be a number from 0 to 65535, not {:?}",
+                    args[3]
+                ))
+            })?;
+            let peers = args[4..].to_vec();
+            if let Some(bad) = peers.iter().find(|p| !valid_peer_url(p)) {
+                return usage(&format!("peer {bad:?} is not a URL like http://host:port"));
+            }
+            let password = password(&args[0])?;
+            Ok(Cli::Server {
+                password,
+                host: args[2].clone(),
+                port,
+                peers,
+            })
+        }
+        (Some("client"), 4) => {
+            let (url, pattern) = (args[2].clone(), args[3].clone());
+            Ok(Cli::Client {
+                password: password(&args[0])?,
+                url,
+                pattern,
+            })
+        }
+        (Some("server"), _) => usage("server takes HOST PORT [PEER_URL...]"),
+        (Some("client"), _) => usage("client takes URL PATTERN"),
+        (Some(mode), _) => usage(&format!("unknown mode {mode:?}: use server or client")),
+        (None, _) => usage("missing mode: use server or client"),
+    }
+}
+
+/// The password: the argument, or `TINYP2P_PASSWORD` when the argument is `-`.
+fn password(arg: &str) -> Result<String, UsageError> {
+    if arg != "-" {
+        return Ok(arg.to_string());
+    }
+    std::env::var(PASSWORD_ENV)
+        .map_err(|_| UsageError(format!("PW is '-' but {PASSWORD_ENV} is not set")))
+}
+
+/// The network timeout: `TINYP2P_TIMEOUT` seconds, or the default.
+fn timeout() -> Result<Duration> {
+    match std::env::var(TIMEOUT_ENV) {
+        Err(_) => Ok(Duration::from_secs(DEFAULT_TIMEOUT_SECS)),
+        Ok(s) => match s.parse::<f64>() {
+            Ok(secs) if secs > 0.0 && secs < 1e9 => Ok(Duration::from_secs_f64(secs)),
+            _ => bail!("{TIMEOUT_ENV} must be a positive number of seconds, not {s:?}"),
+        },
+    }
+}
+
+/// Prints a line on stdout; a closed pipe is not an error.
+fn say(line: fmt::Arguments<'_>) {
+    let _ = writeln!(io::stdout().lock(), "{line}");
+}
+
+/// Prints a line on stderr; a closed pipe is not an error.
+fn say_err(line: fmt::Arguments<'_>) {
+    let _ = writeln!(io::stderr().lock(), "{line}");
+}
+
+// ---------------------------------------------------------------- token
+
+/// The HMAC-MD5 of `url` keyed with the password, as the original's `hmac.new(pw, url)`.
+fn mac(password: &[u8], url: &str) -> Hmac<Md5> {
+    let mut mac = Hmac::<Md5>::new_from_slice(password).expect("HMAC takes keys of any length");
+    mac.update(url.as_bytes());
+    mac
+}
+
+/// The token a node started as `url` accepts: 32 lowercase hex digits.
+fn token(password: &[u8], url: &str) -> String {
+    let digest = mac(password, url).finalize().into_bytes();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `token` is this URL's token, compared in constant time.
+fn token_ok(password: &[u8], url: &str, token: &str) -> bool {
+    let hex = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None, // the original compared strings, so uppercase hex is a wrong token
+    };
+    let bytes: Option<Vec<u8>> = token
+        .as_bytes()
+        .chunks(2)
+        .map(|p| Some(hex(p[0])? << 4 | hex(*p.get(1)?)?))
+        .collect();
+    bytes.is_some_and(|b| mac(password, url).verify_slice(&b).is_ok())
+}
+
+// ---------------------------------------------------------------- XML-RPC codec
+
+/// An XML-RPC `<methodCall>` for `f(token, mode, arg)`.
+fn call_xml(token: &str, mode: i32, arg: Value) -> Vec<u8> {
+    let mut body = Vec::new();
+    let request = xmlrpc::Request::new("f").arg(token).arg(mode).arg(arg);
+    request
+        .write_as_xml(&mut body)
+        .expect("writing to a Vec cannot fail");
+    body
+}
+
+/// An XML-RPC `<methodResponse>` holding one value.
+fn answer_xml(value: &Value) -> Vec<u8> {
+    let mut body = b"<?xml version=\"1.0\"?>\n<methodResponse><params><param>".to_vec();
+    value
+        .write_as_xml(&mut body)
+        .expect("writing to a Vec cannot fail");
+    body.extend_from_slice(b"</param></params></methodResponse>\n");
+    body
+}
+
+/// An XML-RPC fault with code 1, as Python's server sends for an exception.
+fn fault_xml(why: &str) -> Vec<u8> {
+    let fault = Fault {
+        fault_code: 1,
+        fault_string: why.to_string(),
+    };
+    let mut body = b"<?xml version=\"1.0\"?>\n<methodResponse><fault>".to_vec();
+    fault
+        .to_value()
+        .write_as_xml(&mut body)
+        .expect("writing to a Vec cannot fail");
+    body.extend_from_slice(b"</fault></methodResponse>\n");
+    body
+}
+
+/// Refuses XML that must not reach a parser: DTDs (entity bombs) and deep nesting
+/// (the xmlrpc crate's parser recurses once per level).
+fn check_xml(xml: &[u8]) -> Result<(), String> {
+    if memmem::find(xml, b"<!DOCTYPE").is_some() || memmem::find(xml, b"<!ENTITY").is_some() {
+        return Err("XML with a DTD is refused".into());
+    }
+    let (mut depth, mut at) = (0usize, 0);
+    while let Some(i) = memchr(b'<', &xml[at..]) {
+        let tag = &xml[at + i..];
+        if tag.starts_with(b"<array") || tag.starts_with(b"<struct") {
+            depth += 1;
+        } else if tag.starts_with(b"</array") || tag.starts_with(b"</struct") {
+            depth = depth.saturating_sub(1);
+        }
+        if depth > MAX_DEPTH {
+            return Err("XML nested too deeply".into());
+        }
+        at += i + 1;
+    }
+    Ok(())
+}
+
+/// Parses a `<methodCall>` into its method name and parameters.
+fn parse_call(body: &[u8]) -> Result<(String, Vec<Value>), String> {
+    check_xml(body)?;
+    let mut x = XmlIn {
+        reader: EventReader::new(body),
+        peeked: None,
+    };
+    x.open("methodCall")?;
+    x.open("methodName")?;
+    let name = x.text()?;
+    x.close("methodName")?;
+    let mut params = Vec::new();
+    if x.try_open("params")? {
+        while x.try_open("param")? {
+            params.push(x.value(0)?);
+            x.close("param")?;
+        }
+        x.close("params")?;
+    }
+    x.close("methodCall")?;
+    Ok((name, params))
+}
+
+/// A pull reader of XML events that skips what XML-RPC ignores (whitespace, comments).
+struct XmlIn<'a> {
+    reader: EventReader<&'a [u8]>,
+    peeked: Option<XmlEvent>,
+}
+
+impl XmlIn<'_> {
+    /// The next meaningful event, left in place.
+    fn peek(&mut self) -> Result<&XmlEvent, String> {
+        while self.peeked.is_none() {
+            match self
+                .reader
+                .next()
+                .map_err(|e| format!("malformed XML: {e}"))?
+            {
+                XmlEvent::StartDocument { .. }
+                | XmlEvent::Comment(_)
+                | XmlEvent::Whitespace(_)
+                | XmlEvent::ProcessingInstruction { .. } => {}
+                event => self.peeked = Some(event),
+            }
+        }
+        Ok(self.peeked.as_ref().expect("filled above"))
+    }
+
+    /// Consumes `<tag>` if it comes next.
+    fn try_open(&mut self, tag: &str) -> Result<bool, String> {
+        let found =
+            matches!(self.peek()?, XmlEvent::StartElement { name, .. } if name.local_name == tag);
+        if found {
+            self.peeked = None;
+        }
+        Ok(found)
+    }
+
+    /// Consumes `<tag>`, or fails.
+    fn open(&mut self, tag: &str) -> Result<(), String> {
+        self.try_open(tag)?
+            .then_some(())
+            .ok_or_else(|| format!("malformed XML-RPC: expected <{tag}>"))
+    }
+
+    /// Consumes `</tag>`, or fails.
+    fn close(&mut self, tag: &str) -> Result<(), String> {
+        match self.peek()? {
+            XmlEvent::EndElement { name } if name.local_name == tag => {
+                self.peeked = None;
+                Ok(())
+            }
+            _ => Err(format!("malformed XML-RPC: expected </{tag}>")),
+        }
+    }
+
+    /// Consumes character data if it comes next ("" if not).
+    fn text(&mut self) -> Result<String, String> {
+        match self.peek()? {
+            XmlEvent::Characters(_) => match self.peeked.take() {
+                Some(XmlEvent::Characters(s)) => Ok(s),
+                _ => unreachable!("peeked characters"),
+            },
+            _ => Ok(String::new()),
+        }
+    }
+
+    /// Consumes one `<value>`: the scalar types, and arrays of them.
+    fn value(&mut self, depth: usize) -> Result<Value, String> {
+        if depth > MAX_DEPTH {
+            return Err("XML-RPC value nested too deeply".into());
+        }
+        self.open("value")?;
+        let tag = match self.peek()? {
+            XmlEvent::StartElement { name, .. } => name.local_name.clone(),
+            _ => {
+                let text = self.text()?; // a bare <value>text</value> is a string
+                self.close("value")?;
+                return Ok(Value::String(text));
+            }
+        };
+        self.peeked = None;
+        let value = self.typed(&tag, depth)?;
+        self.close(&tag)?;
+        self.close("value")?;
+        Ok(value)
+    }
+
+    /// The content of a `<tag>` inside a value, up to (not including) `</tag>`.
+    fn typed(&mut self, tag: &str, depth: usize) -> Result<Value, String> {
+        let bad = |text: &str| format!("invalid <{tag}> {text:?}");
+        Ok(match tag {
+            "string" => Value::String(self.text()?),
+            "int" | "i4" => Value::Int(self.text()?.trim().parse().map_err(|_| bad(""))?),
+            "i8" => Value::Int64(self.text()?.trim().parse().map_err(|_| bad(""))?),
+            "boolean" => match self.text()?.trim() {
+                "0" => Value::Bool(false),
+                "1" => Value::Bool(true),
+                other => return Err(bad(other)),
+            },
+            "double" => Value::Double(self.text()?.trim().parse().map_err(|_| bad(""))?),
+            "base64" => {
+                let text: Vec<u8> = self
+                    .text()?
+                    .bytes()
+                    .filter(|b| !b.is_ascii_whitespace())
+                    .collect();
+                Value::Base64(base64::decode(text).map_err(|_| bad(""))?)
+            }
+            "nil" => Value::Nil,
+            "array" => {
+                self.open("data")?;
+                let mut items = Vec::new();
+                while !matches!(self.peek()?, XmlEvent::EndElement { .. }) {
+                    items.push(self.value(depth + 1)?);
+                }
+                self.close("data")?;
+                Value::Array(items)
+            }
+            other => return Err(format!("XML-RPC type <{other}> is not supported here")),
+        })
+    }
+}
+
+// ---------------------------------------------------------------- content codec
+
+/// How a file's bytes travel: XML-safe UTF-8 as an escaped string, anything else as base64.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Encoding {
+    Text,
+    Base64,
+}
+
+/// Holds back a UTF-8 character cut at a chunk's end, so chunks can be checked one by one.
+#[derive(Default)]
+struct Utf8Carry(Vec<u8>);
+
+impl Utf8Carry {
+    /// The whole characters of the held bytes plus `input`; `None` if that is not UTF-8.
+    fn split<'a>(&mut self, input: &'a [u8]) -> Option<Cow<'a, [u8]>> {
+        let data: Cow<'a, [u8]> = if self.0.is_empty() {
+            Cow::Borrowed(input)
+        } else {
+            Cow::Owned([self.0.as_slice(), input].concat())
+        };
+        let whole = match std::str::from_utf8(&data) {
+            Ok(_) => data.len(),
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(_) => return None,
+        };
+        self.0 = data[whole..].to_vec();
+        Some(match data {
+            Cow::Borrowed(d) => Cow::Borrowed(&d[..whole]),
+            Cow::Owned(mut d) => {
+                d.truncate(whole);
+                Cow::Owned(d)
+            }
+        })
+    }
+
+    /// Whether no cut character is held back (the stream ended on a boundary).
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Whether whole UTF-8 `text` holds only characters XML 1.0 allows.
+fn xml_safe(text: &[u8]) -> bool {
+    text.iter().enumerate().all(|(i, &b)| match b {
+        b'\t' | b'\n' | b'\r' => true,
+        0..0x20 => false,
+        // U+FFFE and U+FFFF, encoded EF BF BE and EF BF BF
+        0xEF => !(text.get(i + 1) == Some(&0xBF) && matches!(text.get(i + 2), Some(0xBE | 0xBF))),
+        _ => true,
+    })
+}
+
+/// Appends `text` escaped for XML character data; `\r` too, so parsers keep it.
+fn escape_into(text: &[u8], out: &mut Vec<u8>) {
+    let mut start = 0;
+    for (i, &b) in text.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'&' => b"&amp;",
+            b'<' => b"&lt;",
+            b'>' => b"&gt;",
+            b'\r' => b"&#13;",
+            _ => continue,
+        };
+        out.extend_from_slice(&text[start..i]);
+        out.extend_from_slice(escape);
+        start = i + 1;
+    }
+    out.extend_from_slice(&text[start..]);
+}
+
+/// Reads until `buf` is full or the file ends; returns the bytes read.
+fn read_full(src: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match src.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// What a first pass over a file found: its encoding and its raw and encoded lengths.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Survey {
+    encoding: Encoding,
+    raw: u64,
+    encoded: u64,
+}
+
+/// Reads `src` once to choose its encoding and the exact length of its encoded form.
+fn survey(src: &mut impl Read, size_hint: u64) -> io::Result<Survey> {
+    let (mut carry, mut buf, mut out) = (Utf8Carry::default(), vec![0; CHUNK], Vec::new());
+    let (mut raw, mut encoded) = (0u64, 0u64);
+    loop {
+        let n = read_full(src, &mut buf)?;
+        if n == 0 && carry.is_empty() {
+            return Ok(Survey {
+                encoding: Encoding::Text,
+                raw,
+                encoded,
+            });
+        }
+        match carry.split(&buf[..n]) {
+            Some(text) if n > 0 && xml_safe(&text) => {
+                out.clear();
+                escape_into(&text, &mut out);
+                (raw, encoded) = (raw + n as u64, encoded + out.len() as u64);
+            }
+            // not text: base64, whose length follows from the raw length alone
+            _ => {
+                let raw = size_hint.max(raw + n as u64);
+                return Ok(Survey {
+                    encoding: Encoding::Base64,
+                    raw,
+                    encoded: raw.div_ceil(3) * 4,
+                });
+            }
+        }
+    }
+}
+
+/// The second pass: a file's encoded content, failing rather than sending bytes that
+/// differ from what the survey promised (the file changed under us).
+struct Encoder<R> {
+    src: R,
+    plan: Survey,
+    raw_left: u64,
+    out_left: u64,
+    carry: Utf8Carry,
+    raw: Vec<u8>,
+    out: Vec<u8>,
+    pos: usize,
+}
+
+impl<R: Read> Encoder<R> {
+    /// Encodes `src` as `plan` says.
+    fn new(src: R, plan: Survey) -> Self {
+        let (raw, out) = (Vec::with_capacity(CHUNK), Vec::with_capacity(CHUNK * 2));
+        let carry = Utf8Carry::default();
+        Encoder {
+            src,
+            plan,
+            raw_left: plan.raw,
+            out_left: plan.encoded,
+            carry,
+            raw,
+            out,
+            pos: 0,
+        }
+    }
+
+    /// Encodes the next chunk into `out`; leaves it empty at the end.
+    fn refill(&mut self) -> io::Result<()> {
+        let changed = || io::Error::other("the file changed while it was being sent");
+        self.out.clear();
+        self.pos = 0;
+        if self.raw_left == 0 {
+            let more = read_full(&mut self.src, &mut [0u8; 1])?;
+            return if more == 0 && self.out_left == 0 && self.carry.is_empty() {
+                Ok(())
+            } else {
+                Err(changed())
+            };
+        }
+        let step = if self.plan.encoding == Encoding::Text {
+            CHUNK
+        } else {
+            B64_CHUNK
+        };
+        self.raw.resize(step.min(self.raw_left as usize), 0);
+        if read_full(&mut self.src, &mut self.raw)? < self.raw.len() {
+            return Err(changed());
+        }
+        self.raw_left -= self.raw.len() as u64;
+        if self.plan.encoding == Encoding::Base64 {
+            self.out.resize(self.raw.len().div_ceil(3) * 4, 0);
+            base64::encode_config_slice(&self.raw, base64::STANDARD, &mut self.out);
+        } else {
+            match self.carry.split(&self.raw) {
+                Some(text) if xml_safe(&text) => escape_into(&text, &mut self.out),
+                _ => return Err(changed()),
+            }
+        }
+        self.out_left = self
+            .out_left
+            .checked_sub(self.out.len() as u64)
+            .ok_or_else(changed)?;
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for Encoder<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.out.len() {
+            self.refill()?;
+        }
+        let n = buf.len().min(self.out.len() - self.pos);
+        buf[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// The text before and after a streamed content value in a `<methodResponse>`.
+fn content_frame(encoding: Encoding) -> (&'static [u8], &'static [u8]) {
+    match encoding {
+        Encoding::Text => (
+            b"<?xml version=\"1.0\"?>\n<methodResponse><params><param><value><string>",
+            b"</string></value></param></params></methodResponse>\n",
+        ),
+        Encoding::Base64 => (
+            b"<?xml version=\"1.0\"?>\n<methodResponse><params><param><value><base64>",
+            b"</base64></value></param></params></methodResponse>\n",
+        ),
+    }
+}
+
+/// A small pull scanner over a byte stream: enough XML to find and stream one value.
+struct Scanner<R> {
+    src: R,
+    buf: Vec<u8>,
+    pos: usize,
+    end: usize,
+}
+
+impl<R: Read> Scanner<R> {
+    /// Scans `src` from its start.
+    fn new(src: R) -> Self {
+        Scanner {
+            src,
+            buf: vec![0; CHUNK],
+            pos: 0,
+            end: 0,
+        }
+    }
+
+    /// The bytes read but not yet consumed.
+    fn available(&self) -> &[u8] {
+        &self.buf[self.pos..self.end]
+    }
+
+    /// Consumes `n` available bytes.
+    fn advance(&mut self, n: usize) {
+        self.pos += n;
+    }
+
+    /// Reads more of the stream; false at its end.
+    fn fill(&mut self) -> io::Result<bool> {
+        self.buf.copy_within(self.pos..self.end, 0);
+        (self.end, self.pos) = (self.end - self.pos, 0);
+        let n = loop {
+            match self.src.read(&mut self.buf[self.end..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => break other?,
+            }
+        };
+        self.end += n;
+        Ok(n > 0)
+    }
+
+    /// Makes at least `n` bytes available; false if the stream ends first.
+    fn ensure(&mut self, n: usize) -> io::Result<bool> {
+        while self.end - self.pos < n {
+            if !self.fill()? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Consumes XML white space.
+    fn skip_ws(&mut self) -> io::Result<()> {
+        loop {
+            let ws = self
+                .available()
+                .iter()
+                .take_while(|b| b" \t\r\n".contains(b))
+                .count();
+            self.advance(ws);
+            if !self.available().is_empty() || !self.fill()? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Consumes `lit` if it comes next.
+    fn eat(&mut self, lit: &[u8]) -> io::Result<bool> {
+        let found = self.ensure(lit.len())? && self.available().starts_with(lit);
+        if found {
+            self.advance(lit.len());
+        }
+        Ok(found)
+    }
+}
+
+/// How a streamed content value is written, as found after `<value>`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Form {
+    /// `<string>…</string>`
+    Tagged,
+    /// `<value>…</value>` with no type tag, as some clients send strings
+    Bare,
+    /// `<base64>…</base64>`
+    Base64,
+}
+
+/// Streams a mode-2 answer's content into `out`: `Some(bytes)` when it was a string or
+/// base64 value, `None` for anything else (False, a fault, XML this path does not stream),
+/// which the caller then asks again through the xmlrpc crate.
+fn decode_content(src: impl Read, out: &mut impl Write) -> io::Result<Option<u64>> {
+    let mut s = Scanner::new(src);
+    let Some(form) = open_value(&mut s)? else {
+        return Ok(None);
+    };
+    let written = match form {
+        Form::Base64 => stream_base64(&mut s, out)?,
+        Form::Tagged => stream_text(&mut s, b"</string>", out)?,
+        Form::Bare => stream_text(&mut s, b"</value>", out)?,
+    };
+    let tail: &[&[u8]] = match form {
+        Form::Bare => &[b"</param>", b"</params>", b"</methodResponse>"],
+        _ => &[b"</value>", b"</param>", b"</params>", b"</methodResponse>"],
+    };
+    for tag in tail {
+        s.skip_ws()?;
+        if !s.eat(tag)? {
+            return Ok(None);
+        }
+    }
+    s.skip_ws()?;
+    Ok(written.filter(|_| s.available().is_empty()))
+}
+
+/// Consumes the answer up to its value's content; `None` if it has another shape.
+fn open_value(s: &mut Scanner<impl Read>) -> io::Result<Option<Form>> {
+    s.skip_ws()?;
+    if s.eat(b"<?xml")? {
+        s.ensure(256)?;
+        let Some(end) = memmem::find(s.available(), b"?>") else {
+            return Ok(None);
+        };
+        s.advance(end + 2);
+    }
+    for tag in [
+        &b"<methodResponse>"[..],
+        b"<params>",
+        b"<param>",
+        b"<value>",
+    ] {
+        s.skip_ws()?;
+        if !s.eat(tag)? {
+            return Ok(None);
+        }
+    }
+    s.ensure(64)?;
+    let rest = s.available();
+    let ws = rest.iter().take_while(|b| b" \t\r\n".contains(b)).count();
+    let form = match &rest[ws..] {
+        r if r.starts_with(b"<string>") => Form::Tagged,
+        r if r.starts_with(b"<base64>") => Form::Base64,
+        // other tags, an empty value and a white-space-only one are the crate's to read
+        r if r.is_empty() || r[0] == b'<' => return Ok(None),
+        _ => return Ok(Some(Form::Bare)), // its leading white space is part of the text
+    };
+    s.advance(ws + b"<string>".len());
+    Ok(Some(form))
+}
+
+/// Streams character data up to `close`, undoing escapes and XML's line-end folding;
+/// `None` on XML it does not stream (CDATA, comments, unusual entities, unsafe text).
+fn stream_text(
+    s: &mut Scanner<impl Read>,
+    close: &[u8],
+    out: &mut impl Write,
+) -> io::Result<Option<u64>> {
+    let (mut text, mut carry, mut total) = (Vec::with_capacity(CHUNK), Utf8Carry::default(), 0u64);
+    loop {
+        let avail = s.available();
+        let Some(i) = memchr3(b'&', b'<', b'\r', avail) else {
+            text.extend_from_slice(avail);
+            s.advance(avail.len());
+            if !s.fill()? {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            continue;
+        };
+        text.extend_from_slice(&avail[..i]);
+        let special = avail[i];
+        s.advance(i);
+        match special {
+            b'<' if s.eat(close)? => {
+                return Ok(flush_text(&mut text, &mut carry, &mut total, out)?
+                    .then_some(total)
+                    .filter(|_| carry.is_empty()));
+            }
+            b'<' => return Ok(None),
+            b'\r' => {
+                s.advance(1); // XML reads "\r\n" and a lone "\r" as "\n"
+                if !s.ensure(1)? {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                if s.available()[0] != b'\n' {
+                    text.push(b'\n');
+                }
+            }
+            _ => match entity(s)? {
+                Some(c) => text.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+                None => return Ok(None),
+            },
+        }
+        if text.len() >= CHUNK && !flush_text(&mut text, &mut carry, &mut total, out)? {
+            return Ok(None);
+        }
+    }
+}
+
+/// Writes decoded text once it is known to be XML-safe UTF-8; false if it is not.
+fn flush_text(
+    text: &mut Vec<u8>,
+    carry: &mut Utf8Carry,
+    total: &mut u64,
+    out: &mut impl Write,
+) -> io::Result<bool> {
+    let Some(whole) = carry.split(text) else {
+        return Ok(false);
+    };
+    if !xml_safe(&whole) {
+        return Ok(false);
+    }
+    write_capped(out, &whole, total)?;
+    text.clear();
+    Ok(true)
+}
+
+/// Writes `data`, failing once the content passes MAX_FILE_BYTES.
+fn write_capped(out: &mut impl Write, data: &[u8], total: &mut u64) -> io::Result<()> {
+    *total += data.len() as u64;
+    if *total > MAX_FILE_BYTES {
+        return Err(io::Error::other(format!(
+            "content is larger than the {MAX_FILE_BYTES}-byte cap"
+        )));
+    }
+    out.write_all(data)
+}
+
+/// Consumes one `&…;` reference; `None` for one this path does not decode.
+fn entity(s: &mut Scanner<impl Read>) -> io::Result<Option<char>> {
+    s.ensure(12)?;
+    let avail = s.available();
+    let Some(end) = memchr(b';', &avail[..avail.len().min(12)]) else {
+        return Ok(None);
+    };
+    let c = match &avail[1..end] {
+        b"amp" => Some('&'),
+        b"lt" => Some('<'),
+        b"gt" => Some('>'),
+        b"quot" => Some('"'),
+        b"apos" => Some('\''),
+        [b'#', b'x', hex @ ..] => number(hex, 16),
+        [b'#', dec @ ..] => number(dec, 10),
+        _ => None,
+    };
+    s.advance(end + 1);
+    Ok(c)
+}
+
+/// The character of a numeric reference's digits.
+fn number(digits: &[u8], radix: u32) -> Option<char> {
+    let digits = std::str::from_utf8(digits).ok()?;
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    char::from_u32(u32::from_str_radix(digits, radix).ok()?)
+}
+
+/// Streams base64 text up to `</base64>`, skipping white space; `None` on anything else.
+fn stream_base64(s: &mut Scanner<impl Read>, out: &mut impl Write) -> io::Result<Option<u64>> {
+    let (mut quads, mut bytes, mut total) = (Vec::with_capacity(CHUNK), vec![0; CHUNK], 0u64);
+    loop {
+        let avail = s.available();
+        let stop = memchr(b'<', avail);
+        let run = &avail[..stop.unwrap_or(avail.len())];
+        quads.extend(run.iter().filter(|b| !b" \t\r\n".contains(b)));
+        let used = run.len();
+        s.advance(used);
+        let whole = if stop.is_some() {
+            quads.len()
+        } else {
+            quads.len() / 4 * 4
+        };
+        if whole % 4 != 0 {
+            return Ok(None);
+        }
+        for group in quads[..whole].chunks(CHUNK / 3 * 4) {
+            let Ok(n) = base64::decode_config_slice(group, base64::STANDARD, &mut bytes) else {
+                return Ok(None);
+            };
+            write_capped(out, &bytes[..n], &mut total)?;
+        }
+        quads.drain(..whole);
+        if stop.is_some() {
+            return Ok(s.eat(b"</base64>")?.then_some(total));
+        }
+        if !s.fill()? {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+}
+
+// ---------------------------------------------------------------- server
+
+/// A serving node: its URL (the token is bound to it), shared folder and peer list.
+struct Node {
+    url: String,
+    password: Vec<u8>,
+    dir: PathBuf,
+    peers: Mutex<Peers>,
+    listing: Mutex<Option<(SystemTime, Arc<Vec<String>>)>>,
+    regexes: Mutex<HashMap<String, Regex>>,
+}
+
+/// A peer list in arrival order, with a set for fast membership.
+#[derive(Default)]
+struct Peers {
+    list: Vec<String>,
+    seen: HashSet<String>,
+}
+
+impl Peers {
+    /// Appends every valid URL not yet known, in order, up to MAX_PEERS.
+    fn merge<'a>(&mut self, urls: impl IntoIterator<Item = &'a str>) {
+        for url in urls {
+            if self.list.len() >= MAX_PEERS {
+                break;
+            }
+            if valid_peer_url(url) && self.seen.insert(url.to_string()) {
+                self.list.push(url.to_string());
+            }
+        }
+    }
+
+    /// The list as an XML-RPC array of strings.
+    fn to_value(&self) -> Value {
+        Value::Array(self.list.iter().map(|u| Value::from(u.as_str())).collect())
+    }
+}
+
+/// What `f` answers: a value, or a file to stream.
+enum Reply {
+    Value(Value),
+    File(File, Survey),
+}
+
+/// The body type of every response this node sends.
+type Body = Box<dyn Read + Send>;
+
+/// Serves the current folder as `http://HOST:PORT`, after joining through `peers`.
+fn serve(password: &str, host: &str, port: u16, peers: Vec<String>) -> Result<()> {
+    let listener = TcpListener::bind((host, port))
+        .with_context(|| format!("cannot listen on {host}:{port}"))?;
+    let port = listener.local_addr().context("no local address")?.port();
+    let url = format!("http://{host}:{port}");
+    let server = tiny_http::Server::from_listener(listener, None)
+        .map_err(|e| anyhow!("cannot serve {url}: {e}"))?;
+    let dir = std::env::current_dir()
+        .and_then(fs::canonicalize)
+        .context("cannot open the current folder")?;
+    let mut list = Peers::default();
+    list.merge(peers.iter().map(String::as_str).chain([url.as_str()]));
+    let node = Arc::new(Node {
+        url,
+        password: password.as_bytes().to_vec(),
+        dir,
+        peers: Mutex::new(list),
+        listing: Mutex::new(None),
+        regexes: Mutex::new(HashMap::new()),
+    });
+    let server = Arc::new(server);
+    let (stopped, stop) = mpsc::channel();
+    for _ in 0..SERVER_WORKERS {
+        let (server, node, stopped) = (server.clone(), node.clone(), stopped.clone());
+        std::thread::spawn(move || {
+            loop {
+                match server.recv() {
+                    Ok(request) => handle(&node, request),
+                    Err(e) => break stopped.send(e),
+                }
+            }
+        });
+    }
+    // Workers run before the join, so a peer list that names this node reaches it.
+    join(&node, &Caller::new(password, timeout()?));
+    say_err(format_args!("listening on {}", node.url));
+    let e = stop.recv().context("every worker stopped")?;
+    bail!("{} stopped accepting connections: {e}", node.url)
+}
+
+/// Answers one HTTP request and logs it in one line, as Python's server does.
+fn handle(node: &Node, mut request: Request) {
+    let who = request
+        .remote_addr()
+        .map_or("-".to_string(), |a| a.ip().to_string());
+    let line = format!("{who} \"{} {}\"", request.method(), request.url());
+    let (response, what) = respond(node, &mut request);
+    let status = response.status_code().0;
+    if status == 413 {
+        // tiny_http reads an unread body to its end before it lets go of the request,
+        // which a hostile client can drag out for ever: let that hold a thread of its own.
+        std::thread::spawn(move || request.respond(response));
+    } else if let Err(e) = request.respond(response) {
+        return say_err(format_args!("{line} {status} {what}: sending failed: {e}"));
+    }
+    say_err(format_args!("{line} {status} {what}"));
+}
+
+/// The response to one request, and a few words on it for the log.
+fn respond(node: &Node, request: &mut Request) -> (Response<Body>, String) {
+    if *request.method() != Method::Post {
+        return (plain(405, "only POST is served"), "not POST".into());
+    }
+    if !matches!(request.url(), "/" | "/RPC2") {
+        return (
+            plain(404, "XML-RPC is served at / and /RPC2"),
+            "no such path".into(),
+        );
+    }
+    let body = match read_body(request) {
+        Ok(Some(body)) => body,
+        Ok(None) => return (plain(413, "request too large"), "too large".into()),
+        Err(e) => {
+            return (
+                plain(400, "cannot read the request"),
+                format!("unreadable: {e}"),
+            );
+        }
+    };
+    let outcome = parse_call(&body).and_then(|(method, params)| match method.as_str() {
+        "f" => node.f(&params),
+        other => Err(format!("method {other:?} is not supported")),
+    });
+    match outcome {
+        Ok(Reply::Value(value)) => (xml_response(answer_xml(&value)), describe_value(&value)),
+        Ok(Reply::File(file, plan)) => {
+            (content_response(file, plan), format!("{} bytes", plan.raw))
+        }
+        Err(why) => (xml_response(fault_xml(&why)), format!("fault: {why}")),
+    }
+}
+
+/// Reads a request body of at most MAX_REQUEST_BYTES; `None` when it is larger.
+fn read_body(request: &mut Request) -> io::Result<Option<Vec<u8>>> {
+    if request
+        .body_length()
+        .is_some_and(|n| n as u64 > MAX_REQUEST_BYTES)
+    {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    request
+        .as_reader()
+        .take(MAX_REQUEST_BYTES + 1)
+        .read_to_end(&mut body)?;
+    Ok((body.len() as u64 <= MAX_REQUEST_BYTES).then_some(body))
+}
+
+/// A short log note on an answer.
+fn describe_value(value: &Value) -> String {
+    match value {
+        Value::Bool(false) => "wrong token".into(),
+        Value::Array(items) => format!("{} items", items.len()),
+        _ => "answered".into(),
+    }
+}
+
+/// A plain-text HTTP error.
+fn plain(status: u16, text: &str) -> Response<Body> {
+    let body: Body = Box::new(Cursor::new(text.as_bytes().to_vec()));
+    Response::new(StatusCode(status), vec![], body, Some(text.len()), None)
+}
+
+/// A 200 XML response from bytes in memory.
+fn xml_response(xml: Vec<u8>) -> Response<Body> {
+    let len = xml.len();
+    let body: Body = Box::new(Cursor::new(xml));
+    Response::new(StatusCode(200), vec![xml_header()], body, Some(len), None)
+}
+
+/// A 200 XML response streaming a file's content, with its exact length.
+fn content_response(file: File, plan: Survey) -> Response<Body> {
+    let (head, tail) = content_frame(plan.encoding);
+    let len = head.len() as u64 + plan.encoded + tail.len() as u64;
+    let body: Body = Box::new(head.chain(Encoder::new(file, plan)).chain(tail));
+    // usize::MAX keeps tiny_http from switching a large body to chunked encoding
+    Response::new(
+        StatusCode(200),
+        vec![xml_header()],
+        body,
+        Some(len as usize),
+        None,
+    )
+    .with_chunked_threshold(usize::MAX)
+}
+
+/// `Content-Type: text/xml`.
+fn xml_header() -> Header {
+    Header::from_bytes(&b"Content-Type"[..], &b"text/xml"[..]).expect("a valid header")
+}
+
+impl Node {
+    /// The one method: `f(token, mode, arg)`, as the original answers it.
+    fn f(&self, params: &[Value]) -> Result<Reply, String> {
+        let [token, mode, arg] = params else {
+            return Err(format!("f takes 3 arguments ({} given)", params.len()));
+        };
+        let token = token.as_str().ok_or("the token must be a string")?;
+        if !token_ok(&self.password, &self.url, token) {
+            return Ok(Reply::Value(Value::Bool(false)));
+        }
+        match mode.as_i64().ok_or("the mode must be an integer")? {
+            0 => self.offer(arg).map(Reply::Value),
+            1 => self.search(arg).map(Reply::Value),
+            _ => self.open(arg).map(|(file, plan)| Reply::File(file, plan)),
+        }
+    }
+
+    /// Mode 0: merges the offered URLs into the peer list and answers the list.
+    fn offer(&self, arg: &Value) -> Result<Value, String> {
+        let items = arg.as_array().ok_or("mode 0 takes a list of peer URLs")?;
+        let urls: Option<Vec<&str>> = items.iter().map(Value::as_str).collect();
+        let urls = urls.ok_or("mode 0 takes a list of strings")?;
+        let mut peers = self.peers.lock().expect("peer list lock");
+        peers.merge(urls);
+        Ok(peers.to_value())
+    }
+
+    /// Mode 1: `[[names]]`, the servable names the regex searches.
+    fn search(&self, arg: &Value) -> Result<Value, String> {
+        let pattern = arg.as_str().ok_or("mode 1 takes a regex string")?;
+        let regex = self.regex(pattern)?;
+        let names = self
+            .names()
+            .map_err(|e| format!("cannot list the shared folder: {e}"))?;
+        let found = names
+            .iter()
+            .filter(|n| regex.is_match(n))
+            .map(|n| Value::from(n.as_str()));
+        Ok(Value::Array(vec![Value::Array(found.collect())]))
+    }
+
+    /// Mode 2: the named file, opened and surveyed, if it is served.
+    fn open(&self, arg: &Value) -> Result<(File, Survey), String> {
+        let name = arg.as_str().ok_or("mode 2 takes a file name")?;
+        let refused = || format!("no such file: {name:?}");
+        let path = servable(&self.dir, name).ok_or_else(refused)?;
+        let mut file = File::open(&path).map_err(|_| refused())?;
+        let meta = file.metadata().map_err(|_| refused())?;
+        if !meta.is_file() {
+            return Err(refused());
+        }
+        let plan =
+            survey(&mut file, meta.len()).map_err(|e| format!("cannot read {name:?}: {e}"))?;
+        io::Seek::rewind(&mut file).map_err(|e| format!("cannot read {name:?}: {e}"))?;
+        Ok((file, plan))
+    }
+
+    /// A compiled regex, from a small cache since clients repeat their patterns.
+    fn regex(&self, pattern: &str) -> Result<Regex, String> {
+        let mut cache = self.regexes.lock().expect("regex cache lock");
+        if let Some(regex) = cache.get(pattern) {
+            return Ok(regex.clone());
+        }
+        let regex =
+            compile_regex(pattern).map_err(|e| format!("invalid regex {pattern:?}: {e}"))?;
+        if cache.len() >= REGEX_CACHE {
+            cache.clear();
+        }
+        cache.insert(pattern.to_string(), regex.clone());
+        Ok(regex)
+    }
+
+    /// The folder's servable names, sorted; scanned again only when the folder changed.
+    fn names(&self) -> io::Result<Arc<Vec<String>>> {
+        let stamp = fs::metadata(&self.dir)?.modified()?;
+        let mut cache = self.listing.lock().expect("listing lock");
+        if let Some((seen, names)) = cache.as_ref()
+            && *seen == stamp
+        {
+            return Ok(names.clone());
+        }
+        let names = Arc::new(scan(&self.dir)?);
+        let settled = SystemTime::now()
+            .duration_since(stamp)
+            .is_ok_and(|age| age >= LISTING_SETTLE);
+        *cache = settled.then(|| (stamp, names.clone()));
+        Ok(names)
+    }
+}
+
+/// Compiles a pattern with a size limit, so a hostile one cannot eat memory.
+fn compile_regex(pattern: &str) -> Result<Regex, regex::Error> {
+    RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_SIZE_LIMIT)
+        .build()
+}
+
+// ---------------------------------------------------------------- join
+
+/// Introduces this node to the network as the original did: the first peer, then every
+/// URL of the list in order while it grows, so every node reachable is told of us.
+fn join(node: &Node, caller: &Caller) {
+    let at = |i: usize| {
+        node.peers
+            .lock()
+            .expect("peer list lock")
+            .list
+            .get(i)
+            .cloned()
+    };
+    let Some(first) = at(0) else { return };
+    introduce(node, caller, &first);
+    let mut i = 0;
+    while let Some(url) = at(i) {
+        introduce(node, caller, &url);
+        i += 1;
+    }
+}
+
+/// Sends our peer list to `url` and merges the list it answers; warns if that fails.
+fn introduce(node: &Node, caller: &Caller, url: &str) {
+    if url == node.url {
+        return;
+    }
+    let offer = node.peers.lock().expect("peer list lock").to_value();
+    match caller
+        .call(url, 0, offer)
+        .and_then(|answer| strings(&answer, url))
+    {
+        Ok(urls) => node
+            .peers
+            .lock()
+            .expect("peer list lock")
+            .merge(urls.iter().map(String::as_str)),
+        Err(e) => say_err(format_args!("tinyp2p: warning: cannot join {url}: {e:#}")),
+    }
+}
+
+/// The strings of an answer that must be a list of strings.
+fn strings(answer: &Value, url: &str) -> Result<Vec<String>> {
+    let items = answer
+        .as_array()
+        .ok_or_else(|| anyhow!("{url} answered {} instead of a list", kind(answer)))?;
+    let strings: Option<Vec<String>> = items
+        .iter()
+        .map(|v| v.as_str().map(str::to_string))
+        .collect();
+    strings.ok_or_else(|| anyhow!("{url} answered a list holding non-strings"))
+}
+
+/// The XML-RPC type name of a value, for messages.
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Int(_) | Value::Int64(_) => "an integer",
+        Value::Bool(_) => "a boolean",
+        Value::String(_) => "a string",
+        Value::Double(_) => "a double",
+        Value::DateTime(_) => "a date",
+        Value::Base64(_) => "binary data",
+        Value::Struct(_) => "a struct",
+        Value::Array(_) => "a list",
+        Value::Nil => "nil",
+    }
+}
+
+// ---------------------------------------------------------------- client
+
+/// XML-RPC calls to any node over one keep-alive HTTP agent.
+struct Caller {
+    agent: ureq::Agent,
+    password: Vec<u8>,
+}
+
+/// The xmlrpc crate's transport over a `Caller`, reading at most MAX_ANSWER_BYTES.
+struct Post<'a> {
+    caller: &'a Caller,
+    url: &'a str,
+}
+
+impl Transport for Post<'_> {
+    type Stream = Cursor<Vec<u8>>;
+
+    fn transmit(
+        self,
+        request: &xmlrpc::Request<'_>,
+    ) -> Result<Self::Stream, Box<dyn std::error::Error + Send + Sync>> {
+        let mut body = Vec::new();
+        request.write_as_xml(&mut body)?;
+        let mut answer = Vec::new();
+        self.caller
+            .send(self.url, &body)?
+            .take(MAX_ANSWER_BYTES + 1)
+            .read_to_end(&mut answer)?;
+        if answer.len() as u64 > MAX_ANSWER_BYTES {
+            return Err(format!("answer larger than {MAX_ANSWER_BYTES} bytes").into());
+        }
+        check_xml(&answer)?;
+        Ok(Cursor::new(answer))
+    }
+}
+
+impl Caller {
+    /// An agent with the network timeout, no proxy (nodes are addressed directly) and
+    /// enough idle connections kept for every worker.
+    fn new(password: &str, timeout: Duration) -> Self {
+        let config = ureq::Agent::config_builder()
+            .proxy(None)
+            .timeout_connect(Some(timeout))
+            .timeout_per_read(Some(timeout))
+            .timeout_per_write(Some(timeout))
+            .max_idle_connections_per_host(CLIENT_WORKERS)
+            .build();
+        Caller {
+            agent: ureq::Agent::new_with_config(config),
+            password: password.as_bytes().to_vec(),
+        }
+    }
+
+    /// Posts an XML-RPC body to a node and returns the answer's body as it arrives.
+    fn send(&self, url: &str, body: &[u8]) -> Result<impl Read + use<>, ureq::Error> {
+        let answer = self
+            .agent
+            .post(endpoint(url))
+            .header("Content-Type", "text/xml")
+            .send(body)?;
+        Ok(answer.into_body().into_reader())
+    }
+
+    /// Calls `f(token(url), mode, arg)` and parses the whole answer with the xmlrpc crate.
+    fn call(&self, url: &str, mode: i32, arg: Value) -> Result<Value> {
+        let request = xmlrpc::Request::new("f")
+            .arg(token(&self.password, url))
+            .arg(mode)
+            .arg(arg);
+        match request.call(Post { caller: self, url }) {
+            Ok(Value::Bool(false)) => bail!(
+                "wrong password for {url}: the token is bound to the node's URL exactly as the node \
+                 was started (http://127.0.0.1:4242 is not http://localhost:4242)"
+            ),
+            Ok(value) => Ok(value),
+            Err(e) => match e.fault() {
+                Some(fault) => bail!("{url} answered a fault: {}", fault.fault_string),
+                None => bail!(
+                    "{url}: {}",
+                    e.to_string().trim_start_matches("transport error: ")
+                ),
+            },
+        }
+    }
+
+    /// The peer list of the node at `url`, cut at MAX_PEERS.
+    fn peer_list(&self, url: &str) -> Result<Vec<String>> {
+        let mut peers = strings(&self.call(url, 0, Value::Array(vec![]))?, url)?;
+        if peers.len() > MAX_PEERS {
+            say_err(format_args!(
+                "tinyp2p: warning: {url} listed {} peers; using the first {MAX_PEERS}",
+                peers.len()
+            ));
+            peers.truncate(MAX_PEERS);
+        }
+        Ok(peers)
+    }
+
+    /// The names a peer lists for `pattern` (its answer `[[names]]`).
+    fn listing(&self, url: &str, pattern: &str) -> Result<Vec<String>> {
+        let answer = self.call(url, 1, Value::from(pattern))?;
+        match answer.as_array() {
+            Some([names]) => strings(names, url),
+            _ => bail!(
+                "{url} answered {} instead of a listing [[names]]",
+                kind(&answer)
+            ),
+        }
+    }
+
+    /// Downloads `name` from `url` into a new unnamed file, streaming the common case.
+    fn download(&self, url: &str, name: &str) -> Result<(Part, u64)> {
+        let mut part = Part::create().context("cannot create a file in the current folder")?;
+        let request = call_xml(&token(&self.password, url), 2, Value::from(name));
+        let answer = self
+            .send(url, &request)
+            .map_err(|e| anyhow!("{url}: {e}"))?;
+        let streamed =
+            decode_content(answer, &mut part.file).with_context(|| format!("{url}: {name:?}"))?;
+        if let Some(size) = streamed {
+            return Ok((part, size));
+        }
+        // Not a plain string or base64 answer: ask again, and let the xmlrpc crate read it.
+        part.file
+            .set_len(0)
+            .and_then(|()| io::Seek::rewind(&mut part.file))?;
+        let data = match self.call(url, 2, Value::from(name))? {
+            Value::String(text) => text.into_bytes(),
+            Value::Base64(bytes) => bytes,
+            other => bail!(
+                "{url} answered {} instead of the content of {name:?}",
+                kind(&other)
+            ),
+        };
+        part.file
+            .write_all(&data)
+            .with_context(|| format!("cannot write {name:?}"))?;
+        Ok((part, data.len() as u64))
+    }
+}
+
+/// The HTTP address of a node's URL: its own path if it has one, else `/RPC2`, as
+/// Python's ServerProxy does.
+fn endpoint(url: &str) -> String {
+    match url.strip_prefix("http://").map(|rest| rest.contains('/')) {
+        Some(true) => url.to_string(),
+        _ => format!("{url}/RPC2"),
+    }
+}
+
+/// Counts and prints what a client run did; each line is written whole.
+#[derive(Default)]
+struct Report {
+    fetched: AtomicUsize,
+    skipped: AtomicUsize,
+    failed: AtomicUsize,
+}
+
+impl Report {
+    /// A file arrived.
+    fn fetched(&self, name: &str, size: u64, url: &str) {
+        self.fetched.fetch_add(1, Ordering::Relaxed);
+        say(format_args!("fetched {name} ({size} bytes) from {url}"));
+    }
+
+    /// A file was already present.
+    fn skipped(&self) {
+        self.skipped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Something failed; the message names the node.
+    fn failed(&self, why: fmt::Arguments<'_>) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        say_err(format_args!("tinyp2p: {why}"));
+    }
+
+    /// Prints the summary line; true if nothing failed.
+    fn finish(&self) -> bool {
+        let (f, s, e) = (
+            self.fetched.load(Ordering::Relaxed),
+            self.skipped.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        );
+        say(format_args!("done: {f} fetched, {s} skipped, {e} failed"));
+        e == 0
+    }
+}
+
+/// One file to fetch, and the peers that listed it, in peer order.
+struct Job {
+    name: String,
+    peers: Vec<usize>,
+}
+
+/// The client: every file the pattern searches, from every node `url` knows.
+fn client(password: &str, url: &str, pattern: &str) -> Result<bool> {
+    let regex = compile_regex(pattern).with_context(|| format!("invalid regex {pattern:?}"))?;
+    ignore_file_size_signal();
+    let caller = Caller::new(password, timeout()?);
+    let peers = caller.peer_list(url)?;
+    let report = Report::default();
+    let listings = parallel(&peers, |peer| caller.listing(peer, pattern));
+    let jobs = plan(&peers, listings, &regex, &report);
+    parallel(&jobs, |job| fetch(&caller, &peers, job, &report));
+    Ok(report.finish())
+}
+
+/// Chooses the files to fetch: safe names the regex matches, not present here, each
+/// once, spread over the peers so that downloads run on several at a time.
+fn plan(
+    peers: &[String],
+    listings: Vec<Result<Vec<String>>>,
+    regex: &Regex,
+    report: &Report,
+) -> Vec<Job> {
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for (p, listing) in listings.into_iter().enumerate() {
+        let names = match listing {
+            Ok(names) => names,
+            Err(e) => {
+                report.failed(format_args!("{e:#}"));
+                continue;
+            }
+        };
+        let mut listed = HashSet::new();
+        for name in names.into_iter().filter(|n| listed.insert(n.clone())) {
+            if !plain_name(&name) || is_part(&name) || !regex.is_match(&name) {
+                report.failed(format_args!("{}: refused the name {name:?}", peers[p]));
+            } else if let Some(&j) = index.get(&name) {
+                jobs[j].peers.push(p);
+            } else if fs::symlink_metadata(&name).is_ok() {
+                report.skipped();
+            } else {
+                index.insert(name.clone(), jobs.len());
+                jobs.push(Job {
+                    name,
+                    peers: vec![p],
+                });
+            }
+        }
+    }
+    interleave(jobs)
+}
+
+/// Orders jobs round-robin over their first peers, so workers spread over the nodes.
+fn interleave(jobs: Vec<Job>) -> Vec<Job> {
+    let mut rank: HashMap<usize, usize> = HashMap::new();
+    let mut ranked: Vec<(usize, usize, Job)> = jobs
+        .into_iter()
+        .map(|job| {
+            let r = rank.entry(job.peers[0]).or_default();
+            *r += 1;
+            (*r, job.peers[0], job)
+        })
+        .collect();
+    ranked.sort_by_key(|(r, p, _)| (*r, *p));
+    ranked.into_iter().map(|(_, _, job)| job).collect()
+}
+
+/// Fetches one file from the first peer that delivers it.
+fn fetch(caller: &Caller, peers: &[String], job: &Job, report: &Report) {
+    for &p in &job.peers {
+        let url = &peers[p];
+        match caller
+            .download(url, &job.name)
+            .and_then(|(part, size)| Ok((part.publish(&job.name)?, size)))
+        {
+            Ok((true, size)) => return report.fetched(&job.name, size, url),
+            Ok((false, _)) => return report.skipped(),
+            Err(e) => report.failed(format_args!("cannot fetch {:?}: {e:#}", job.name)),
+        }
+    }
+}
+
+/// Runs `work` on every item with at most CLIENT_WORKERS threads; results keep item order.
+fn parallel<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..CLIENT_WORKERS.min(items.len()) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    *results[i].lock().expect("result lock") = Some(work(item));
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| {
+            r.into_inner()
+                .expect("result lock")
+                .expect("every item ran")
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------- file safety
+
+/// Whether `name` is one plain file name: not empty, `.` or `..`, no separators, no
+/// control characters, nothing XML cannot carry.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| matches!(c, '/' | '\\' | '\u{FFFE}' | '\u{FFFF}') || c.is_control())
+}
+
+/// Whether `name` is a client's temporary file, which is never listed, served or fetched.
+fn is_part(name: &str) -> bool {
+    name.starts_with(PART_PREFIX) && name.ends_with(".part")
+}
+
+/// Whether `url` is a plausible peer URL: `http://` and no white space or control characters.
+fn valid_peer_url(url: &str) -> bool {
+    url.len() <= MAX_URL_LEN
+        && url.len() > "http://".len()
+        && url.starts_with("http://")
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// The real path of `name` if it is a served file: a regular file directly in `dir`
+/// (canonical), after following any links; client temporary files are not served.
+fn servable(dir: &Path, name: &str) -> Option<PathBuf> {
+    if !plain_name(name) || is_part(name) {
+        return None;
+    }
+    let real = fs::canonicalize(dir.join(name)).ok()?;
+    let inside = real.parent() == Some(dir)
+        && real
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| !is_part(n));
+    (inside && fs::metadata(&real).ok()?.is_file()).then_some(real)
+}
+
+/// The servable names of `dir`, sorted.
+fn scan(dir: &Path) -> io::Result<Vec<String>> {
+    let mut names: Vec<String> = fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| servable(dir, name).is_some())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// A download in progress, in the current folder. Where the file system allows it the
+/// file has no name at all (O_TMPFILE) until it is complete, so even a killed client
+/// leaves nothing behind; elsewhere it is a hidden `.part` file removed on drop.
+struct Part {
+    file: File,
+    path: Option<PathBuf>,
+}
+
+impl Part {
+    /// A new empty file in the current folder.
+    fn create() -> io::Result<Part> {
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).mode(0o644);
+        match options.clone().custom_flags(libc::O_TMPFILE).open(".") {
+            Ok(file) => return Ok(Part { file, path: None }),
+            Err(e)
+                if !matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+                ) =>
+            {
+                return Err(e);
+            }
+            Err(_) => {}
+        }
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        loop {
+            let n = COUNT.fetch_add(1, Ordering::Relaxed);
+            let path = PathBuf::from(format!("{PART_PREFIX}{}-{n}.part", std::process::id()));
+            match options.clone().create_new(true).open(&path) {
+                Ok(file) => {
+                    return Ok(Part {
+                        file,
+                        path: Some(path),
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Gives the complete file its name unless that name exists by now (never
+    /// overwrites); true if it did.
+    fn publish(self, name: &str) -> io::Result<bool> {
+        let linked = match &self.path {
+            Some(path) => fs::hard_link(path, name),
+            None => link_unnamed(&self.file, name),
+        };
+        match linked {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e)
+                .with_context(|| format!("cannot create {name:?}"))
+                .map_err(io::Error::other),
+        }
+    }
+}
+
+impl Drop for Part {
+    fn drop(&mut self) {
+        if let Some(path) = &self.path {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+/// Links an O_TMPFILE file to `name`: the way open(2) documents, through /proc.
+fn link_unnamed(file: &File, name: &str) -> io::Result<()> {
+    let from = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    let to = CString::new(name)?;
+    // SAFETY: both are valid NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Makes a file-size limit (`ulimit -f`) fail a write instead of killing the client
+/// mid-download (SIGXFSZ's default), so the error is reported and nothing is left.
+fn ignore_file_size_signal() {
+    // SAFETY: setting a signal to SIG_IGN installs no handler code.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+}

@@ -1,0 +1,370 @@
+//! The command line: usage, the password from the environment, clear one-line failures,
+//! and what a node says and answers.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Node, Run, TempDir};
+use xmlrpc::Value;
+
+/// The password of the nodes these tests start.
+const PW: &str = "secret";
+/// The file every node here shares.
+const HELLO: &[u8] = b"hello from the node\n";
+
+/// The binary with `args`, run in `dir` with no password in the environment.
+fn command(dir: &TempDir, args: &[&str]) -> Command {
+    let mut cmd = common::tinyp2p();
+    cmd.args(args)
+        .current_dir(dir.path())
+        .env_remove("TINYP2P_PASSWORD");
+    cmd
+}
+
+/// Runs the binary with `args` in a fresh folder.
+fn tinyp2p(args: &[&str]) -> Run {
+    common::run(command(&TempDir::new(), args))
+}
+
+/// Asserts the run printed no panic and no backtrace.
+fn assert_no_panic(run: &Run) {
+    for sign in ["panicked", "stack backtrace", "RUST_BACKTRACE"] {
+        assert!(
+            !run.stderr.contains(sign),
+            "stderr shows {sign:?}:\n{}",
+            run.stderr
+        );
+    }
+}
+
+/// Asserts `args` are refused with a usage message on stderr and exit status 2.
+fn assert_usage_error(args: &[&str]) {
+    let run = tinyp2p(args);
+    assert_eq!(
+        run.status.code(),
+        Some(2),
+        "{args:?}; stderr:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.to_lowercase().contains("usage"),
+        "{args:?}; stderr:\n{}",
+        run.stderr
+    );
+    assert_no_panic(&run);
+}
+
+/// Asserts the run failed (status 1) with stderr lines that all start `tinyp2p: `.
+fn assert_failed(run: &Run) {
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(
+        !run.stderr.trim().is_empty(),
+        "a failure says something on stderr"
+    );
+    for line in run.stderr.lines() {
+        assert!(
+            line.starts_with("tinyp2p: "),
+            "stderr line without the prefix: {line:?}"
+        );
+    }
+    assert_no_panic(run);
+}
+
+/// A URL where nothing listens: a port just bound and released.
+fn closed_url() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port())
+}
+
+/// Starts a Rust node with the password `PW` sharing `hello.txt` from `dir`.
+fn hello_node(dir: &TempDir, peers: &[&str]) -> Node {
+    dir.write("hello.txt", HELLO);
+    Node::rust(PW, dir.path(), peers)
+}
+
+/// Runs the client with `password` against `url` in `dir`, fetching everything.
+fn client(dir: &TempDir, password: &str, url: &str) -> Run {
+    common::run(command(dir, &[password, "client", url, "."]))
+}
+
+mod usage {
+    use super::*;
+
+    #[test]
+    fn help_prints_usage_on_stdout_and_exits_zero() {
+        for flag in ["--help", "-h"] {
+            let run = tinyp2p(&[flag]);
+            assert_eq!(run.status.code(), Some(0), "{flag}: {}", run.stderr);
+            let text = run.stdout.to_lowercase();
+            for word in ["usage", "server", "client"] {
+                assert!(
+                    text.contains(word),
+                    "{flag} does not mention {word:?}:\n{}",
+                    run.stdout
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn version_prints_the_package_version() {
+        let run = tinyp2p(&["--version"]);
+        assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
+        assert!(
+            run.stdout.contains(env!("CARGO_PKG_VERSION")),
+            "{}",
+            run.stdout
+        );
+    }
+
+    #[test]
+    fn no_arguments_is_a_usage_error() {
+        assert_usage_error(&[]);
+    }
+
+    #[test]
+    fn a_mode_word_other_than_server_or_client_is_a_usage_error() {
+        assert_usage_error(&[PW, "serve", "127.0.0.1", "0"]);
+        assert_usage_error(&[PW, "Client", "http://127.0.0.1:1", "x"]);
+    }
+
+    #[test]
+    fn a_server_without_host_or_port_is_a_usage_error() {
+        assert_usage_error(&[PW, "server", "127.0.0.1"]);
+        assert_usage_error(&[PW, "server"]);
+    }
+
+    #[test]
+    fn a_client_with_too_few_or_too_many_arguments_is_a_usage_error() {
+        assert_usage_error(&[PW, "client", "http://127.0.0.1:1"]);
+        assert_usage_error(&[PW, "client", "http://127.0.0.1:1", "x", "extra"]);
+    }
+
+    #[test]
+    fn a_non_numeric_port_is_a_usage_error() {
+        assert_usage_error(&[PW, "server", "127.0.0.1", "http"]);
+        assert_usage_error(&[PW, "server", "127.0.0.1", "-5"]);
+    }
+}
+
+mod password {
+    use super::*;
+
+    #[test]
+    fn a_client_given_dash_reads_the_password_from_tinyp2p_password() {
+        let node = hello_node(&TempDir::new(), &[]);
+        let dir = TempDir::new();
+        let mut cmd = command(&dir, &["-", "client", &node.url, "."]);
+        cmd.env("TINYP2P_PASSWORD", PW);
+        let run = common::run(cmd);
+        assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
+        assert_eq!(dir.read("hello.txt"), HELLO);
+    }
+
+    #[test]
+    fn a_node_given_dash_reads_the_password_from_tinyp2p_password() {
+        let shared = TempDir::new();
+        shared.write("hello.txt", HELLO);
+        let mut cmd = command(&shared, &["-", "server", "127.0.0.1", "0"]);
+        cmd.env("TINYP2P_PASSWORD", PW);
+        let node = Node::start(cmd);
+        let dir = TempDir::new();
+        let run = client(&dir, PW, &node.url);
+        assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
+        assert_eq!(dir.read("hello.txt"), HELLO);
+    }
+
+    #[test]
+    fn dash_without_the_variable_is_a_clear_error_naming_it() {
+        let node = hello_node(&TempDir::new(), &[]);
+        let dir = TempDir::new();
+        let run = client(&dir, "-", &node.url);
+        assert!(!run.status.success(), "a run without a password succeeded");
+        assert!(run.stderr.contains("TINYP2P_PASSWORD"), "{}", run.stderr);
+        assert_no_panic(&run);
+        assert!(dir.names().is_empty(), "{:?}", dir.names());
+    }
+
+    /// A client calling `url` (the node started as `node.url`) with `password` fails, saying
+    /// the password or token is wrong and that the token is bound to the node's URL.
+    fn assert_refused_as_wrong_password(node: &Node, password: &str, url: &str) {
+        let dir = TempDir::new();
+        let run = client(&dir, password, url);
+        assert_failed(&run);
+        let text = run.stderr.to_lowercase();
+        assert!(
+            text.contains("password") || text.contains("token"),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            text.contains("bound") || text.contains("localhost"),
+            "no URL binding hint: {}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains(url),
+            "the message names {url}: {}",
+            run.stderr
+        );
+        assert!(
+            dir.names().is_empty(),
+            "{:?} from {}",
+            dir.names(),
+            node.url
+        );
+    }
+
+    #[test]
+    fn a_wrong_password_fails_and_says_the_token_is_bound_to_the_url() {
+        let node = hello_node(&TempDir::new(), &[]);
+        assert_refused_as_wrong_password(&node, "not the secret", &node.url);
+    }
+
+    #[test]
+    fn calling_localhost_for_a_node_started_as_127_0_0_1_fails_the_same_way() {
+        let node = hello_node(&TempDir::new(), &[]);
+        let localhost = format!("http://localhost:{}", node.port());
+        assert_refused_as_wrong_password(&node, PW, &localhost);
+    }
+}
+
+mod failures {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_node_is_one_clear_line_and_a_non_zero_exit() {
+        let url = closed_url();
+        let run = client(&TempDir::new(), PW, &url);
+        assert_failed(&run);
+        assert_eq!(run.stderr.lines().count(), 1, "one line:\n{}", run.stderr);
+        assert!(run.stderr.contains(&url), "names the node: {}", run.stderr);
+    }
+
+    #[test]
+    fn an_invalid_regex_is_refused_before_any_network_call() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let run = common::run(command(&TempDir::new(), &[PW, "client", &url, "("]));
+        assert!(!run.status.success(), "an invalid regex was accepted");
+        let text = run.stderr.to_lowercase();
+        assert!(
+            text.contains("regex") || text.contains("pattern"),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            !text.contains(&url),
+            "the error is about the network: {}",
+            run.stderr
+        );
+        assert_no_panic(&run);
+        let connection = listener.accept();
+        assert!(
+            connection.is_err(),
+            "the client connected to {url} before checking the regex"
+        );
+    }
+
+    #[test]
+    fn a_dead_peer_fails_the_run_but_the_others_are_still_fetched() {
+        let node = hello_node(&TempDir::new(), &[]);
+        let dead = closed_url();
+        let offer = Value::Array(vec![Value::String(dead.clone())]);
+        common::call(&node.url, &common::token(PW, &node.url), 0, offer).expect("introduce");
+        let dir = TempDir::new();
+        let run = client(&dir, PW, &node.url);
+        assert_failed(&run);
+        assert!(
+            run.stderr.contains(&dead),
+            "names the dead peer: {}",
+            run.stderr
+        );
+        assert_eq!(dir.read("hello.txt"), HELLO);
+        assert!(run.stdout.contains("fetched hello.txt ("), "{}", run.stdout);
+    }
+}
+
+mod server {
+    use super::*;
+
+    #[test]
+    fn a_lone_server_answers_a_client() {
+        let node = hello_node(&TempDir::new(), &[]);
+        let dir = TempDir::new();
+        let run = client(&dir, PW, &node.url);
+        assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
+        assert_eq!(dir.read("hello.txt"), HELLO);
+        let line = format!(
+            "fetched hello.txt ({} bytes) from {}",
+            HELLO.len(),
+            node.url
+        );
+        assert!(
+            run.stdout.lines().any(|l| l == line),
+            "no {line:?} in:\n{}",
+            run.stdout
+        );
+    }
+
+    #[test]
+    fn a_server_with_an_unreachable_peer_warns_and_still_serves() {
+        let dead = closed_url();
+        let node = hello_node(&TempDir::new(), &[&dead]);
+        let log = node.log.lock().unwrap().clone();
+        let warning = log.iter().find(|line| line.contains(&dead));
+        assert!(warning.is_some(), "no warning naming {dead}: {log:?}");
+        // The dead peer may stay in the node's list, so the run itself may report it.
+        let dir = TempDir::new();
+        let run = client(&dir, PW, &node.url);
+        assert_eq!(dir.read("hello.txt"), HELLO, "{}", run.stderr);
+        assert_no_panic(&run);
+    }
+
+    #[test]
+    fn a_wrong_token_gets_false_in_every_mode() {
+        let node = hello_node(&TempDir::new(), &[]);
+        let wrong = common::token(PW, &format!("http://localhost:{}", node.port()));
+        let args = [
+            Value::Array(vec![]),
+            Value::from("."),
+            Value::from("hello.txt"),
+        ];
+        for (mode, arg) in args.into_iter().enumerate() {
+            let answer = common::call(&node.url, &wrong, mode as i32, arg);
+            assert_eq!(answer, Ok(Value::Bool(false)), "mode {mode}");
+        }
+    }
+
+    #[test]
+    fn the_node_logs_one_line_per_request() {
+        let node = hello_node(&TempDir::new(), &[]);
+        let logged = || node.log.lock().unwrap().len();
+        let before = logged();
+        let token = common::token(PW, &node.url);
+        for (mode, arg) in [
+            (0, Value::Array(vec![])),
+            (1, Value::from(".")),
+            (2, Value::from("hello.txt")),
+        ] {
+            common::call(&node.url, &token, mode, arg).expect("call");
+        }
+        let grew = common::eventually(Duration::from_secs(5), || logged() >= before + 3);
+        assert!(
+            grew,
+            "the log did not grow by 3 lines: {:?}",
+            node.log.lock().unwrap()
+        );
+        assert_eq!(logged(), before + 3, "{:?}", node.log.lock().unwrap());
+    }
+}
