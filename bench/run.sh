@@ -150,7 +150,7 @@ WEIGHTS = [10] * 28 + [1] * 6
 def text(rng, size):
     out, n = [], 0
     while n < size:
-        words = rng.choices(WORDS, WEIGHTS, k=12 * 4096)
+        words = rng.choices(WORDS, WEIGHTS, k=min(12 * 4096, 12 * (size // 48 + 2)))
         chunk = "\n".join(" ".join(words[i:i + 12]) for i in range(0, len(words), 12)) + "\n"
         out.append(chunk)
         n += len(chunk)

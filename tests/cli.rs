@@ -18,9 +18,7 @@ const HELLO: &[u8] = b"hello from the node\n";
 /// The binary with `args`, run in `dir` with no password in the environment.
 fn command(dir: &TempDir, args: &[&str]) -> Command {
     let mut cmd = common::tinyp2p();
-    cmd.args(args)
-        .current_dir(dir.path())
-        .env_remove("TINYP2P_PASSWORD");
+    cmd.args(args).current_dir(dir.path()).env_remove("TINYP2P_PASSWORD");
     cmd
 }
 
@@ -32,49 +30,30 @@ fn tinyp2p(args: &[&str]) -> Run {
 /// Asserts the run printed no panic and no backtrace.
 fn assert_no_panic(run: &Run) {
     for sign in ["panicked", "stack backtrace", "RUST_BACKTRACE"] {
-        assert!(
-            !run.stderr.contains(sign),
-            "stderr shows {sign:?}:\n{}",
-            run.stderr
-        );
+        assert!(!run.stderr.contains(sign), "stderr shows {sign:?}:\n{}", run.stderr);
     }
 }
 
 /// Asserts `args` are refused with a usage message on stderr and exit status 2.
 fn assert_usage_error(args: &[&str]) {
     let run = tinyp2p(args);
-    assert_eq!(
-        run.status.code(),
-        Some(2),
-        "{args:?}; stderr:\n{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.to_lowercase().contains("usage"),
-        "{args:?}; stderr:\n{}",
-        run.stderr
-    );
+    assert_eq!(run.status.code(), Some(2), "{args:?}; stderr:\n{}", run.stderr);
+    assert!(run.stderr.to_lowercase().contains("usage"), "{args:?}; stderr:\n{}", run.stderr);
     assert_no_panic(&run);
+}
+
+/// Asserts stderr is one line, starting `tinyp2p: `.
+fn assert_one_line(run: &Run) {
+    assert_eq!(run.stderr.lines().count(), 1, "one line:\n{}", run.stderr);
+    assert!(run.stderr.starts_with("tinyp2p: "), "{}", run.stderr);
 }
 
 /// Asserts the run failed (status 1) with stderr lines that all start `tinyp2p: `.
 fn assert_failed(run: &Run) {
-    assert_eq!(
-        run.status.code(),
-        Some(1),
-        "stdout:\n{}\nstderr:\n{}",
-        run.stdout,
-        run.stderr
-    );
-    assert!(
-        !run.stderr.trim().is_empty(),
-        "a failure says something on stderr"
-    );
+    assert_eq!(run.status.code(), Some(1), "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    assert!(!run.stderr.trim().is_empty(), "a failure says something on stderr");
     for line in run.stderr.lines() {
-        assert!(
-            line.starts_with("tinyp2p: "),
-            "stderr line without the prefix: {line:?}"
-        );
+        assert!(line.starts_with("tinyp2p: "), "stderr line without the prefix: {line:?}");
     }
     assert_no_panic(run);
 }
@@ -85,10 +64,13 @@ fn closed_url() -> String {
     format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port())
 }
 
-/// Starts a Rust node with the password `PW` sharing `hello.txt` from `dir`.
-fn hello_node(dir: &TempDir, peers: &[&str]) -> Node {
+/// Starts a Rust node with the password `PW` sharing `hello.txt` from a fresh folder, which
+/// lives as long as the returned TempDir.
+fn hello_node(peers: &[&str]) -> (TempDir, Node) {
+    let dir = TempDir::new();
     dir.write("hello.txt", HELLO);
-    Node::rust(PW, dir.path(), peers)
+    let node = Node::rust(PW, dir.path(), peers);
+    (dir, node)
 }
 
 /// Runs the client with `password` against `url` in `dir`, fetching everything.
@@ -106,11 +88,7 @@ mod usage {
             assert_eq!(run.status.code(), Some(0), "{flag}: {}", run.stderr);
             let text = run.stdout.to_lowercase();
             for word in ["usage", "server", "client"] {
-                assert!(
-                    text.contains(word),
-                    "{flag} does not mention {word:?}:\n{}",
-                    run.stdout
-                );
+                assert!(text.contains(word), "{flag} does not mention {word:?}:\n{}", run.stdout);
             }
         }
     }
@@ -119,11 +97,7 @@ mod usage {
     fn version_prints_the_package_version() {
         let run = tinyp2p(&["--version"]);
         assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
-        assert!(
-            run.stdout.contains(env!("CARGO_PKG_VERSION")),
-            "{}",
-            run.stdout
-        );
+        assert!(run.stdout.contains(env!("CARGO_PKG_VERSION")), "{}", run.stdout);
     }
 
     #[test]
@@ -161,7 +135,7 @@ mod password {
 
     #[test]
     fn a_client_given_dash_reads_the_password_from_tinyp2p_password() {
-        let node = hello_node(&TempDir::new(), &[]);
+        let (_shared, node) = hello_node(&[]);
         let dir = TempDir::new();
         let mut cmd = command(&dir, &["-", "client", &node.url, "."]);
         cmd.env("TINYP2P_PASSWORD", PW);
@@ -185,7 +159,7 @@ mod password {
 
     #[test]
     fn dash_without_the_variable_is_a_clear_error_naming_it() {
-        let node = hello_node(&TempDir::new(), &[]);
+        let (_shared, node) = hello_node(&[]);
         let dir = TempDir::new();
         let run = client(&dir, "-", &node.url);
         assert!(!run.status.success(), "a run without a password succeeded");
@@ -201,38 +175,21 @@ mod password {
         let run = client(&dir, password, url);
         assert_failed(&run);
         let text = run.stderr.to_lowercase();
-        assert!(
-            text.contains("password") || text.contains("token"),
-            "{}",
-            run.stderr
-        );
-        assert!(
-            text.contains("bound") || text.contains("localhost"),
-            "no URL binding hint: {}",
-            run.stderr
-        );
-        assert!(
-            run.stderr.contains(url),
-            "the message names {url}: {}",
-            run.stderr
-        );
-        assert!(
-            dir.names().is_empty(),
-            "{:?} from {}",
-            dir.names(),
-            node.url
-        );
+        assert!(text.contains("password") || text.contains("token"), "{}", run.stderr);
+        assert!(text.contains("bound") || text.contains("localhost"), "no URL binding hint: {}", run.stderr);
+        assert!(run.stderr.contains(url), "the message names {url}: {}", run.stderr);
+        assert!(dir.names().is_empty(), "{:?} from {}", dir.names(), node.url);
     }
 
     #[test]
     fn a_wrong_password_fails_and_says_the_token_is_bound_to_the_url() {
-        let node = hello_node(&TempDir::new(), &[]);
+        let (_shared, node) = hello_node(&[]);
         assert_refused_as_wrong_password(&node, "not the secret", &node.url);
     }
 
     #[test]
     fn calling_localhost_for_a_node_started_as_127_0_0_1_fails_the_same_way() {
-        let node = hello_node(&TempDir::new(), &[]);
+        let (_shared, node) = hello_node(&[]);
         let localhost = format!("http://localhost:{}", node.port());
         assert_refused_as_wrong_password(&node, PW, &localhost);
     }
@@ -246,7 +203,7 @@ mod failures {
         let url = closed_url();
         let run = client(&TempDir::new(), PW, &url);
         assert_failed(&run);
-        assert_eq!(run.stderr.lines().count(), 1, "one line:\n{}", run.stderr);
+        assert_one_line(&run);
         assert!(run.stderr.contains(&url), "names the node: {}", run.stderr);
     }
 
@@ -258,38 +215,24 @@ mod failures {
         let run = common::run(command(&TempDir::new(), &[PW, "client", &url, "("]));
         assert!(!run.status.success(), "an invalid regex was accepted");
         let text = run.stderr.to_lowercase();
-        assert!(
-            text.contains("regex") || text.contains("pattern"),
-            "{}",
-            run.stderr
-        );
-        assert!(
-            !text.contains(&url),
-            "the error is about the network: {}",
-            run.stderr
-        );
+        assert!(text.contains("regex") || text.contains("pattern"), "{}", run.stderr);
+        assert!(!text.contains(&url), "the error is about the network: {}", run.stderr);
         assert_no_panic(&run);
+        assert_one_line(&run);
         let connection = listener.accept();
-        assert!(
-            connection.is_err(),
-            "the client connected to {url} before checking the regex"
-        );
+        assert!(connection.is_err(), "the client connected to {url} before checking the regex");
     }
 
     #[test]
     fn a_dead_peer_fails_the_run_but_the_others_are_still_fetched() {
-        let node = hello_node(&TempDir::new(), &[]);
+        let (_shared, node) = hello_node(&[]);
         let dead = closed_url();
         let offer = Value::Array(vec![Value::String(dead.clone())]);
         common::call(&node.url, &common::token(PW, &node.url), 0, offer).expect("introduce");
         let dir = TempDir::new();
         let run = client(&dir, PW, &node.url);
         assert_failed(&run);
-        assert!(
-            run.stderr.contains(&dead),
-            "names the dead peer: {}",
-            run.stderr
-        );
+        assert!(run.stderr.contains(&dead), "names the dead peer: {}", run.stderr);
         assert_eq!(dir.read("hello.txt"), HELLO);
         assert!(run.stdout.contains("fetched hello.txt ("), "{}", run.stdout);
     }
@@ -300,27 +243,19 @@ mod server {
 
     #[test]
     fn a_lone_server_answers_a_client() {
-        let node = hello_node(&TempDir::new(), &[]);
+        let (_shared, node) = hello_node(&[]);
         let dir = TempDir::new();
         let run = client(&dir, PW, &node.url);
         assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
         assert_eq!(dir.read("hello.txt"), HELLO);
-        let line = format!(
-            "fetched hello.txt ({} bytes) from {}",
-            HELLO.len(),
-            node.url
-        );
-        assert!(
-            run.stdout.lines().any(|l| l == line),
-            "no {line:?} in:\n{}",
-            run.stdout
-        );
+        let line = format!("fetched hello.txt ({} bytes) from {}", HELLO.len(), node.url);
+        assert!(run.stdout.lines().any(|l| l == line), "no {line:?} in:\n{}", run.stdout);
     }
 
     #[test]
     fn a_server_with_an_unreachable_peer_warns_and_still_serves() {
         let dead = closed_url();
-        let node = hello_node(&TempDir::new(), &[&dead]);
+        let (_shared, node) = hello_node(&[&dead]);
         let log = node.log.lock().unwrap().clone();
         let warning = log.iter().find(|line| line.contains(&dead));
         assert!(warning.is_some(), "no warning naming {dead}: {log:?}");
@@ -333,13 +268,9 @@ mod server {
 
     #[test]
     fn a_wrong_token_gets_false_in_every_mode() {
-        let node = hello_node(&TempDir::new(), &[]);
+        let (_shared, node) = hello_node(&[]);
         let wrong = common::token(PW, &format!("http://localhost:{}", node.port()));
-        let args = [
-            Value::Array(vec![]),
-            Value::from("."),
-            Value::from("hello.txt"),
-        ];
+        let args = [Value::Array(vec![]), Value::from("."), Value::from("hello.txt")];
         for (mode, arg) in args.into_iter().enumerate() {
             let answer = common::call(&node.url, &wrong, mode as i32, arg);
             assert_eq!(answer, Ok(Value::Bool(false)), "mode {mode}");
@@ -348,23 +279,15 @@ mod server {
 
     #[test]
     fn the_node_logs_one_line_per_request() {
-        let node = hello_node(&TempDir::new(), &[]);
+        let (_shared, node) = hello_node(&[]);
         let logged = || node.log.lock().unwrap().len();
         let before = logged();
         let token = common::token(PW, &node.url);
-        for (mode, arg) in [
-            (0, Value::Array(vec![])),
-            (1, Value::from(".")),
-            (2, Value::from("hello.txt")),
-        ] {
+        for (mode, arg) in [(0, Value::Array(vec![])), (1, Value::from(".")), (2, Value::from("hello.txt"))] {
             common::call(&node.url, &token, mode, arg).expect("call");
         }
         let grew = common::eventually(Duration::from_secs(5), || logged() >= before + 3);
-        assert!(
-            grew,
-            "the log did not grow by 3 lines: {:?}",
-            node.log.lock().unwrap()
-        );
+        assert!(grew, "the log did not grow by 3 lines: {:?}", node.log.lock().unwrap());
         assert_eq!(logged(), before + 3, "{:?}", node.log.lock().unwrap());
     }
 }

@@ -1,1 +1,1391 @@
+//! Issue 4: tinyp2p under hostile peers, hostile requests and faults.
+//!
+//! - `mod peer_names`, `mod broken_transfers`, `mod bad_answers`, `mod floods`,
+//!   `mod client_symlinks`: the Rust client against `Fake`, a test-only XML-RPC responder
+//!   that plays bad servers (the way OpenSSH's regress/scp-ssh-wrapper.sh plays bad scp
+//!   servers after CVE-2019-6111).
+//! - `mod request_names`, `mod request_types`, `mod request_documents`, `mod request_sizes`:
+//!   hostile requests against a real Rust node that has a secret file next to its folder
+//!   and symlinks pointing at it.
+//! - `mod faults`: nodes that die, dead peers, restarts, a client that cannot write.
+//! - `mod tokens`: wrong tokens of every shape get `False`, never a fault.
 
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::{Node, Run, TempDir};
+use xmlrpc::Value;
+
+const PW: &str = "hostile-pw";
+/// The client's idle timeout in these tests (env TINYP2P_TIMEOUT), in seconds.
+const TIMEOUT: &str = "2";
+/// How long a client facing a stalling or broken peer may take in all: generous, but far
+/// below common::RUN_DEADLINE, so a client that waits out a stall is caught.
+const GIVE_UP: Duration = Duration::from_secs(20);
+/// The client's and the node's limits from the contract.
+const MAX_PEERS: usize = 10_000;
+const MAX_ANSWER_BYTES: usize = 16 << 20;
+/// A node's memory after hostile input stays below this (it starts at a few MiB).
+const RSS_LIMIT_KB: u64 = 100 * 1024;
+
+// ---------------------------------------------------------------------------------------
+// The fake peer
+// ---------------------------------------------------------------------------------------
+
+/// One call the fake peer received: the mode (-1 when unreadable) and the third param's text.
+#[derive(Clone, Debug)]
+struct Ask {
+    mode: i64,
+    arg: String,
+}
+
+/// What the fake does with one connection once it has read the request.
+enum Reply {
+    /// Writes these bytes and closes the connection.
+    Close(Vec<u8>),
+    /// Writes these bytes and keeps the connection open until the fake is dropped.
+    Hold(Vec<u8>),
+}
+
+/// A script: the answer to one call, given the call and the fake's own URL.
+type Script = dyn Fn(&Ask, &str) -> Reply + Send + Sync;
+
+/// A scripted XML-RPC responder on 127.0.0.1, one thread per connection; stops on drop.
+struct Fake {
+    url: String,
+    addr: SocketAddr,
+    asked: Arc<Mutex<Vec<Ask>>>,
+    held: Arc<Mutex<Vec<TcpStream>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Fake {
+    /// Starts a fake peer answering every call with `script`.
+    fn start(script: impl Fn(&Ask, &str) -> Reply + Send + Sync + 'static) -> Fake {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake peer");
+        let addr = listener.local_addr().unwrap();
+        let url = format!("http://{addr}");
+        let script: Arc<Script> = Arc::new(script);
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (url, asked, held, stop) = (url.clone(), asked.clone(), held.clone(), stop.clone());
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(conn) = conn else { continue };
+                    let (script, url, asked, held) =
+                        (script.clone(), url.clone(), asked.clone(), held.clone());
+                    std::thread::spawn(move || serve(conn, &*script, &url, &asked, &held));
+                }
+            })
+        };
+        Fake { url, addr, asked, held, stop, thread: Some(thread) }
+    }
+
+    /// A fake that lists itself in mode 0 and answers modes 1 and 2 with `script`.
+    fn peer(script: impl Fn(&Ask) -> Reply + Send + Sync + 'static) -> Fake {
+        Fake::start(move |ask, url| match ask.mode {
+            0 => ok(&strings([url])),
+            _ => script(ask),
+        })
+    }
+
+    /// Every call received so far.
+    fn asked(&self) -> Vec<Ask> {
+        self.asked.lock().unwrap().clone()
+    }
+
+    /// The names asked for with mode 2, in order.
+    fn fetched(&self) -> Vec<String> {
+        self.asked().into_iter().filter(|a| a.mode == 2).map(|a| a.arg).collect()
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr); // wakes the accept loop
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.held.lock().unwrap().clear();
+    }
+}
+
+/// Reads one request from `conn`, records it and plays the script's reply.
+fn serve(
+    mut conn: TcpStream,
+    script: &Script,
+    url: &str,
+    asked: &Mutex<Vec<Ask>>,
+    held: &Mutex<Vec<TcpStream>>,
+) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = conn.set_write_timeout(Some(Duration::from_secs(20)));
+    let Some(body) = read_request(&mut conn) else { return };
+    let ask = parse_call(&body);
+    asked.lock().unwrap().push(ask.clone());
+    match script(&ask, url) {
+        Reply::Close(bytes) => {
+            let _ = conn.write_all(&bytes);
+            let _ = conn.shutdown(Shutdown::Write);
+            // Let the client read to the end before the socket goes away.
+            let _ = conn.read_to_end(&mut Vec::new());
+        }
+        Reply::Hold(bytes) => {
+            let _ = conn.write_all(&bytes);
+            held.lock().unwrap().push(conn);
+        }
+    }
+}
+
+/// The body of one HTTP request (head, then Content-Length bytes); None if it never came.
+fn read_request(conn: &mut TcpStream) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = conn.read(&mut chunk).ok()?;
+        if n == 0 || buf.len() > 1 << 20 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        let n = conn.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Some(String::from_utf8_lossy(&buf[head_end..head_end + length]).into_owned())
+}
+
+/// The mode and the third param's text of an XML-RPC call.
+fn parse_call(body: &str) -> Ask {
+    use xml::reader::{EventReader, XmlEvent};
+    let mut params: Vec<String> = Vec::new();
+    for event in EventReader::from_str(body) {
+        match event {
+            Ok(XmlEvent::StartElement { name, .. }) if name.local_name == "param" => {
+                params.push(String::new())
+            }
+            Ok(XmlEvent::Characters(s) | XmlEvent::CData(s)) => {
+                if let Some(p) = params.last_mut() {
+                    p.push_str(&s);
+                }
+            }
+            Err(_) => break,
+            _ => {}
+        }
+    }
+    let mode = params.get(1).and_then(|m| m.trim().parse().ok()).unwrap_or(-1);
+    Ask { mode, arg: params.get(2).cloned().unwrap_or_default() }
+}
+
+/// XML text with `&`, `<`, `>` and every control character escaped.
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c if c.is_control() => out.push_str(&format!("&#{};", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A complete HTTP response with a Content-Length.
+fn http(status: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// An HTTP response framed by closing the connection (no Content-Length).
+fn http_unframed(body: &[u8]) -> Vec<u8> {
+    let mut out = b"HTTP/1.0 200 OK\r\nContent-Type: text/xml\r\nConnection: close\r\n\r\n".to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+/// A methodResponse holding one value (`value` is the XML inside `<value>`).
+fn response(value: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\"?>\n<methodResponse><params><param><value>{value}</value></param></params></methodResponse>\n"
+    )
+}
+
+/// A 200 answer holding one value.
+fn ok(value: &str) -> Reply {
+    Reply::Close(http("200 OK", response(value).as_bytes()))
+}
+
+/// A 200 answer holding an XML-RPC fault.
+fn fault(message: &str) -> Reply {
+    let body = format!(
+        "<?xml version=\"1.0\"?>\n<methodResponse><fault><value><struct><member><name>faultCode</name><value><int>1</int></value></member><member><name>faultString</name><value><string>{}</string></value></member></struct></value></fault></methodResponse>\n",
+        esc(message)
+    );
+    Reply::Close(http("200 OK", body.as_bytes()))
+}
+
+/// A string value.
+fn text(s: &str) -> String {
+    format!("<string>{}</string>", esc(s))
+}
+
+/// An array of strings.
+fn strings<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> String {
+    let mut out = String::from("<array><data>");
+    for item in items {
+        out.push_str("<value>");
+        out.push_str(&text(item.as_ref()));
+        out.push_str("</value>");
+    }
+    out.push_str("</data></array>");
+    out
+}
+
+/// A mode-1 answer: a one-element array holding the array of names.
+fn listing<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> String {
+    format!("<array><data><value>{}</value></data></array>", strings(names))
+}
+
+/// The first `keep` bytes of `bytes`.
+fn cut(mut bytes: Vec<u8>, keep: usize) -> Vec<u8> {
+    bytes.truncate(keep);
+    bytes
+}
+
+// ---------------------------------------------------------------------------------------
+// Running the client, looking at folders
+// ---------------------------------------------------------------------------------------
+
+/// Starts the Rust client in `dir` with a short idle timeout.
+fn spawn_client(dir: &Path, url: &str, pattern: &str) -> Child {
+    let mut cmd = common::tinyp2p();
+    cmd.args([PW, "client", url, pattern]).current_dir(dir).env("TINYP2P_TIMEOUT", TIMEOUT);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.spawn().expect("spawn client")
+}
+
+/// Waits for a spawned process within common::RUN_DEADLINE, killing it if it hangs.
+fn finish(child: Child) -> Run {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = match rx.recv_timeout(common::RUN_DEADLINE) {
+        Ok(output) => output.expect("wait for client"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("client hung past {:?}", common::RUN_DEADLINE);
+        }
+    };
+    Run {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Runs the Rust client in `dir` to the end; also returns how long it took.
+fn client(dir: &Path, url: &str, pattern: &str) -> (Run, Duration) {
+    let start = Instant::now();
+    let run = finish(spawn_client(dir, url, pattern));
+    (run, start.elapsed())
+}
+
+/// At most the first 3000 characters, for failure messages.
+fn short(s: &str) -> String {
+    s.chars().take(3000).collect()
+}
+
+/// The client failed the way the contract says: exit 1, a `tinyp2p: ` line naming `url`,
+/// no panic.
+fn assert_failed_naming(run: &Run, url: &str) {
+    let stderr = short(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "exit status; stderr: {stderr}");
+    assert!(run.stderr.contains(url), "stderr does not name {url}: {stderr}");
+    assert!(!run.stderr.contains("panicked"), "client panicked: {stderr}");
+    for line in run.stderr.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(line.starts_with("tinyp2p: "), "stderr line {line:?} lacks the prefix");
+    }
+}
+
+/// One filesystem entry, symlinks not followed.
+#[derive(Clone, Debug, PartialEq)]
+enum Entry {
+    Dir,
+    File(Vec<u8>),
+    Link(PathBuf),
+}
+
+/// Everything under `root`, by path relative to it.
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, Entry> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for e in fs::read_dir(&dir).expect("read dir") {
+            let path = e.expect("dir entry").path();
+            let meta = fs::symlink_metadata(&path).expect("lstat");
+            let entry = if meta.file_type().is_symlink() {
+                Entry::Link(fs::read_link(&path).unwrap())
+            } else if meta.is_dir() {
+                todo.push(path.clone());
+                Entry::Dir
+            } else {
+                Entry::File(fs::read(&path).unwrap())
+            };
+            out.insert(path.strip_prefix(root).unwrap().to_path_buf(), entry);
+        }
+    }
+    out
+}
+
+/// The names in a folder, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+/// A URL on loopback where nothing listens.
+fn dead_url() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", listener.local_addr().unwrap())
+}
+
+/// Deterministic bytes that are not UTF-8 text (so they travel as base64).
+fn binary(len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x1234_5678;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8 | 0x80
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// A bad peer next to a good one
+// ---------------------------------------------------------------------------------------
+
+const GOOD: &str = "good content, from the good peer\n";
+
+/// The bad peer's file: 2 MiB of text, so a cut lands mid-stream.
+fn bad_content() -> String {
+    "0123456789abcdef".repeat(128 * 1024)
+}
+
+/// Runs the client against a bad peer whose mode-0 answer lists itself, then a good peer
+/// that serves `good.txt`. The bad peer lists `bad.txt` and serves it as `bad` says for
+/// modes 1 and 2 (None: the honest answer). Checks the good file arrived, nothing else
+/// was left, the client gave up in time, named the bad peer and exited 1.
+fn bad_then_good(bad: impl Fn(&Ask) -> Option<Reply> + Send + Sync + 'static) {
+    let good = Fake::peer(|ask| match ask.mode {
+        1 => ok(&listing(["good.txt"])),
+        _ => ok(&text(GOOD)),
+    });
+    let good_url = good.url.clone();
+    let bad = Fake::start(move |ask, url| match ask.mode {
+        0 => ok(&strings([url, good_url.as_str()])),
+        _ => bad(ask).unwrap_or_else(|| match ask.mode {
+            1 => ok(&listing(["bad.txt"])),
+            _ => ok(&text(&bad_content())),
+        }),
+    });
+    let dir = TempDir::new();
+    let (run, took) = client(dir.path(), &bad.url, "txt");
+    assert!(took < GIVE_UP, "client took {took:?} against a bad peer");
+    assert_failed_naming(&run, &bad.url);
+    assert_eq!(dir.names(), ["good.txt"], "only the good file, no partial or temp file");
+    assert_eq!(dir.read("good.txt"), GOOD.as_bytes());
+    assert_eq!(good.fetched(), ["good.txt"]);
+}
+
+/// Runs the client against a lone fake whose mode-0 answer is `reply`; checks it fails
+/// cleanly, names the fake and writes nothing.
+fn bad_peer_list(reply: impl Fn() -> Reply + Send + Sync + 'static) {
+    let fake = Fake::start(move |ask, url| match ask.mode {
+        0 => reply(),
+        1 => ok(&listing(["x.txt"])),
+        _ => ok(&text(url)),
+    });
+    let dir = TempDir::new();
+    let (run, took) = client(dir.path(), &fake.url, "");
+    assert!(took < GIVE_UP, "client took {took:?}");
+    assert_failed_naming(&run, &fake.url);
+    assert!(dir.names().is_empty(), "wrote {:?}", dir.names());
+    assert!(fake.fetched().is_empty(), "fetched {:?} after a bad peer list", fake.fetched());
+}
+
+mod peer_names {
+    use super::*;
+
+    #[test]
+    fn names_that_leave_the_folder_or_were_not_asked_for_are_never_written() {
+        // root/mid/client: `../x` lands in mid, `../../x` in root, both inside test dirs.
+        let root = TempDir::new();
+        let mid = root.path().join("mid");
+        let dir = mid.join("client");
+        fs::create_dir_all(dir.join("a")).unwrap(); // so that `a/b.txt` would be writable
+        fs::write(mid.join("keep.txt"), "keep").unwrap();
+        let absolute = root.path().join("absolute.txt").to_string_lossy().into_owned();
+        let evil: Vec<String> = [
+            "../x.txt",
+            "../../x.txt",
+            absolute.as_str(),
+            "a/b.txt",
+            "a\\b.txt",
+            "../keep.txt",
+            "./dot.txt",
+            ".",
+            "..",
+            "",
+            "new\nline.txt",
+            "tab\t.txt",
+            "cr\r.txt",
+            "del\u{7f}.txt",
+            "c1\u{85}.txt",
+            "csi\u{9b}.txt",
+            "Zoo.txt", // does not match the client's pattern
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut listed = evil.clone();
+        listed.extend(["honest.txt", "twice.txt", "twice.txt"].map(String::from));
+        let listed_for_fake = listed.clone();
+        let twice = Arc::new(Mutex::new(0));
+        let fake = Fake::peer(move |ask| match (ask.mode, ask.arg.as_str()) {
+            (1, _) => ok(&listing(&listed_for_fake)),
+            (_, "honest.txt") => ok(&text("the honest bytes\r\n")),
+            (_, "twice.txt") => {
+                let mut n = twice.lock().unwrap();
+                *n += 1;
+                ok(&text(if *n == 1 { "first" } else { "second" }))
+            }
+            _ => ok(&text("EVIL")),
+        });
+        let before = snapshot(root.path());
+        // Matches every name without a capital Z, the empty one included.
+        let (run, _) = client(&dir, &fake.url, "^[^Z]*$");
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+
+        let mut expected = before;
+        expected.insert("mid/client/honest.txt".into(), Entry::File(b"the honest bytes\r\n".to_vec()));
+        expected.insert("mid/client/twice.txt".into(), Entry::File(b"first".to_vec()));
+        assert_eq!(snapshot(root.path()), expected, "stdout: {} stderr: {}", run.stdout, run.stderr);
+
+        let fetched = fake.fetched();
+        for name in &fetched {
+            assert!(listed.contains(name), "asked for {name:?}, which was never listed");
+        }
+        let count = |n: &str| fetched.iter().filter(|f| *f == n).count();
+        assert_eq!(count("honest.txt"), 1, "fetched: {fetched:?}");
+        assert_eq!(count("twice.txt"), 1, "a name listed twice is fetched once: {fetched:?}");
+        assert_eq!(count("Zoo.txt"), 0, "fetched a name its pattern does not match");
+    }
+
+    #[test]
+    fn a_listing_with_xml_illegal_control_characters_writes_no_such_name() {
+        let root = TempDir::new();
+        let dir = root.path().join("client");
+        fs::create_dir(&dir).unwrap();
+        // Raw and escaped control characters XML 1.0 forbids, next to an honest name.
+        let body = response(
+            "<array><data><value><array><data>\
+             <value><string>bell\u{7}.txt</string></value>\
+             <value><string>esc&#27;[31m.txt</string></value>\
+             <value><string>nul&#0;.txt</string></value>\
+             <value><string>honest.txt</string></value>\
+             </data></array></value></data></array>",
+        );
+        let fake = Fake::peer(move |ask| match ask.mode {
+            1 => Reply::Close(http("200 OK", body.as_bytes())),
+            _ => ok(&text("bytes")),
+        });
+        let (run, took) = client(&dir, &fake.url, "");
+        assert!(took < GIVE_UP);
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+        let written = names(&dir);
+        assert!(written.is_empty() || written == ["honest.txt"], "wrote {written:?}; stderr: {}", run.stderr);
+        assert_eq!(names(root.path()), ["client"]);
+    }
+}
+
+mod client_symlinks {
+    use super::*;
+
+    #[test]
+    fn an_existing_symlink_with_the_fetched_name_is_neither_followed_nor_replaced() {
+        let root = TempDir::new();
+        let dir = root.path().join("client");
+        fs::create_dir(&dir).unwrap();
+        root.write("outside.txt", "outside, untouched");
+        symlink(root.path().join("outside.txt"), dir.join("want.txt")).unwrap();
+        // A dangling link: following it would create a file outside the folder.
+        symlink(root.path().join("created.txt"), dir.join("dangling.txt")).unwrap();
+        symlink("../outside.txt", dir.join("relative.txt")).unwrap();
+        let fake = Fake::peer(|ask| match ask.mode {
+            1 => ok(&listing(["want.txt", "dangling.txt", "relative.txt", "fresh.txt"])),
+            _ => ok(&text("OVERWRITTEN")),
+        });
+        let before = snapshot(root.path());
+        let (run, _) = client(&dir, &fake.url, "txt");
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+        let mut expected = before;
+        expected.insert("client/fresh.txt".into(), Entry::File(b"OVERWRITTEN".to_vec()));
+        assert_eq!(snapshot(root.path()), expected, "stderr: {}", run.stderr);
+        assert!(!root.path().join("created.txt").exists());
+    }
+}
+
+mod broken_transfers {
+    use super::*;
+
+    fn full_answer() -> Vec<u8> {
+        response(&text(&bad_content())).into_bytes()
+    }
+
+    #[test]
+    fn a_file_answer_cut_off_mid_stream_leaves_nothing_and_the_others_still_arrive() {
+        bad_then_good(|ask| {
+            let body = full_answer();
+            let half = body.len() / 2;
+            (ask.mode == 2).then(|| Reply::Close(cut(http_unframed(&body), half)))
+        });
+    }
+
+    #[test]
+    fn a_content_length_that_is_never_delivered_leaves_nothing() {
+        bad_then_good(|ask| {
+            let whole = http("200 OK", &full_answer());
+            let half = whole.len() / 2;
+            (ask.mode == 2).then(|| Reply::Close(cut(whole, half)))
+        });
+    }
+
+    #[test]
+    fn a_content_length_longer_than_the_complete_document_leaves_nothing() {
+        // The XML is complete, the HTTP body is not: the transfer did not finish.
+        bad_then_good(|ask| {
+            let body = full_answer();
+            let mut bytes = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n",
+                body.len() + 1000
+            )
+            .into_bytes();
+            bytes.extend_from_slice(&body);
+            (ask.mode == 2).then_some(Reply::Close(bytes))
+        });
+    }
+
+    #[test]
+    fn a_file_answer_that_stalls_mid_stream_times_out_and_leaves_nothing() {
+        bad_then_good(|ask| {
+            let whole = http("200 OK", &full_answer());
+            let half = whole.len() / 2;
+            (ask.mode == 2).then(|| Reply::Hold(cut(whole, half)))
+        });
+    }
+
+    #[test]
+    fn a_peer_that_never_answers_a_file_request_times_out() {
+        bad_then_good(|ask| (ask.mode == 2).then(|| Reply::Hold(Vec::new())));
+    }
+
+    #[test]
+    fn a_peer_that_never_answers_a_listing_times_out() {
+        bad_then_good(|ask| (ask.mode == 1).then(|| Reply::Hold(Vec::new())));
+    }
+
+    #[test]
+    fn a_peer_that_closes_without_answering_is_reported() {
+        bad_then_good(|ask| (ask.mode == 2).then(|| Reply::Close(Vec::new())));
+    }
+}
+
+mod bad_answers {
+    use super::*;
+
+    #[test]
+    fn junk_instead_of_a_peer_list_is_a_clear_error() {
+        bad_peer_list(|| Reply::Close(http("200 OK", b"this is not XML at all <<<&&&")));
+    }
+
+    #[test]
+    fn a_number_instead_of_a_peer_list_is_a_clear_error() {
+        bad_peer_list(|| ok("<int>42</int>"));
+    }
+
+    #[test]
+    fn a_peer_list_holding_numbers_is_a_clear_error() {
+        bad_peer_list(|| ok("<array><data><value><int>42</int></value></data></array>"));
+    }
+
+    #[test]
+    fn a_fault_instead_of_a_peer_list_is_a_clear_error() {
+        bad_peer_list(|| fault("no peers for you"));
+    }
+
+    #[test]
+    fn false_instead_of_a_peer_list_is_a_clear_error() {
+        bad_peer_list(|| ok("<boolean>0</boolean>"));
+    }
+
+    #[test]
+    fn an_http_error_instead_of_a_peer_list_is_a_clear_error() {
+        bad_peer_list(|| Reply::Close(http("500 Internal Server Error", b"oops")));
+    }
+
+    #[test]
+    fn an_empty_answer_instead_of_a_peer_list_is_a_clear_error() {
+        bad_peer_list(|| Reply::Close(http("200 OK", b"")));
+    }
+
+    #[test]
+    fn junk_instead_of_a_listing_is_reported_and_the_others_still_arrive() {
+        bad_then_good(|ask| (ask.mode == 1).then(|| Reply::Close(http("200 OK", b"\x00\xff junk"))));
+    }
+
+    #[test]
+    fn a_number_instead_of_a_listing_is_reported() {
+        bad_then_good(|ask| (ask.mode == 1).then(|| ok("<int>7</int>")));
+    }
+
+    #[test]
+    fn a_flat_list_instead_of_a_listing_of_lists_is_reported() {
+        bad_then_good(|ask| (ask.mode == 1).then(|| ok(&strings(["bad.txt"]))));
+    }
+
+    #[test]
+    fn a_listing_of_numbers_is_reported() {
+        bad_then_good(|ask| {
+            (ask.mode == 1).then(|| ok("<array><data><value><array><data><value><int>1</int></value></data></array></value></data></array>"))
+        });
+    }
+
+    #[test]
+    fn a_fault_instead_of_a_listing_is_reported() {
+        bad_then_good(|ask| (ask.mode == 1).then(|| fault("bad regex, says the peer")));
+    }
+
+    #[test]
+    fn false_instead_of_a_listing_is_reported() {
+        bad_then_good(|ask| (ask.mode == 1).then(|| ok("<boolean>0</boolean>")));
+    }
+
+    #[test]
+    fn a_fault_instead_of_a_file_is_reported_and_writes_nothing() {
+        bad_then_good(|ask| (ask.mode == 2).then(|| fault("No such file")));
+    }
+
+    #[test]
+    fn false_instead_of_a_file_is_reported_and_writes_nothing() {
+        bad_then_good(|ask| (ask.mode == 2).then(|| ok("<boolean>0</boolean>")));
+    }
+
+    #[test]
+    fn a_number_instead_of_a_file_is_reported_and_writes_nothing() {
+        bad_then_good(|ask| (ask.mode == 2).then(|| ok("<int>12</int>")));
+    }
+
+    #[test]
+    fn junk_instead_of_a_file_is_reported_and_writes_nothing() {
+        bad_then_good(|ask| {
+            (ask.mode == 2).then(|| {
+                Reply::Close(http("200 OK", b"<methodResponse><params><param><value><string>x</oops>"))
+            })
+        });
+    }
+
+    #[test]
+    fn bad_base64_instead_of_a_file_is_reported_and_writes_nothing() {
+        bad_then_good(|ask| (ask.mode == 2).then(|| ok("<base64>!!!not base64!!!</base64>")));
+    }
+}
+
+mod floods {
+    use super::*;
+
+    #[test]
+    fn a_peer_list_of_200000_urls_is_cut_to_10000_peers() {
+        // Distinct loopback addresses on a closed port: every call fails at once.
+        let urls: Vec<String> = (0..200_000u32)
+            .map(|i| format!("http://127.{}.{}.{}:1", 1 + i / 62_500, (i / 250) % 250, 1 + i % 250))
+            .collect();
+        let answer = Arc::new(strings(&urls));
+        let fake = Fake::start(move |ask, _| match ask.mode {
+            0 => ok(&answer),
+            _ => fault("unexpected"),
+        });
+        let dir = TempDir::new();
+        let (run, took) = client(dir.path(), &fake.url, "");
+        assert!(took < Duration::from_secs(40), "client took {took:?}");
+        assert_eq!(run.status.code(), Some(1), "stderr: {}", short(&run.stderr));
+        assert!(!run.stderr.contains("panicked"), "{}", short(&run.stderr));
+        let named = regex::Regex::new(r"http://127\.\d+\.\d+\.\d+:1\b").unwrap();
+        let tried: BTreeSet<&str> = named.find_iter(&run.stderr).map(|m| m.as_str()).collect();
+        assert!(!tried.is_empty(), "no failed peer named: {}", short(&run.stderr));
+        assert!(tried.len() <= MAX_PEERS, "client tried {} peers", tried.len());
+        assert!(dir.names().is_empty());
+    }
+
+    #[test]
+    fn a_listing_of_200000_names_fetches_only_the_matching_one() {
+        let mut many: Vec<String> = (0..200_000).map(|i| format!("other-{i}.dat")).collect();
+        many.insert(100_000, "wanted.txt".into());
+        let answer = Arc::new(listing(&many));
+        let fake = Fake::peer(move |ask| match ask.mode {
+            1 => ok(&answer),
+            _ => ok(&text("wanted bytes")),
+        });
+        let dir = TempDir::new();
+        let (run, took) = client(dir.path(), &fake.url, "^wanted");
+        assert!(took < GIVE_UP, "client took {took:?}");
+        assert!(!run.stderr.contains("panicked"), "{}", short(&run.stderr));
+        assert_eq!(dir.names(), ["wanted.txt"], "stderr: {}", short(&run.stderr));
+        assert_eq!(dir.read("wanted.txt"), b"wanted bytes");
+        assert_eq!(fake.fetched(), ["wanted.txt"]);
+    }
+
+    #[test]
+    fn a_peer_list_answer_over_16_mib_is_an_error_for_that_peer() {
+        let huge = Arc::new("x".repeat(MAX_ANSWER_BYTES + (1 << 20)));
+        bad_peer_list(move || fault(&huge));
+    }
+
+    #[test]
+    fn a_listing_over_16_mib_is_an_error_and_the_others_still_arrive() {
+        let name = Arc::new(format!("{}.txt", "n".repeat(1 << 20)));
+        bad_then_good(move |ask| (ask.mode == 1).then(|| ok(&listing(vec![name.as_str(); 17]))));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Hostile requests against a real node
+// ---------------------------------------------------------------------------------------
+
+const HELLO: &str = "hello, world\n";
+
+/// A Rust node serving root/share (hello.txt, a symlink and a relative symlink to
+/// root/secret.txt, a subdirectory holding the secret too), next to root/secret.txt.
+struct Target {
+    root: TempDir,
+    share: PathBuf,
+    secret: String,
+    node: Node,
+}
+
+impl Target {
+    fn new() -> Target {
+        let root = TempDir::new();
+        let share = root.path().join("share");
+        fs::create_dir(&share).unwrap();
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        let secret = format!("TOPSECRET-{}-{}", std::process::id(), nanos.as_nanos());
+        root.write("secret.txt", &secret);
+        fs::write(share.join("hello.txt"), HELLO).unwrap();
+        symlink(root.path().join("secret.txt"), share.join("link.txt")).unwrap();
+        symlink("../secret.txt", share.join("relative.txt")).unwrap();
+        fs::create_dir(share.join("subdir")).unwrap();
+        fs::write(share.join("subdir/inner.txt"), &secret).unwrap();
+        let node = Node::rust(PW, &share, &[]);
+        Target { root, share, secret, node }
+    }
+
+    fn token(&self) -> String {
+        common::token(PW, &self.node.url)
+    }
+
+    /// Posts a raw body: the 200 answer's body, or the HTTP or transport error.
+    fn post(&self, body: &[u8]) -> Result<String, String> {
+        common::post(&self.node.url, body).map_err(|e| e.to_string())
+    }
+
+    /// Calls f with the right token and the given mode and arg (XML inside `<value>`).
+    fn call(&self, mode: &str, arg: &str) -> Result<String, String> {
+        self.post(call_xml(&self.token(), mode, arg).as_bytes())
+    }
+
+    /// The answer is a fault or an HTTP error, and the secret is not in it.
+    fn assert_refused(&self, what: &str, answer: Result<String, String>) {
+        match answer {
+            Ok(body) => {
+                assert!(!body.contains(&self.secret), "{what}: the secret leaked: {}", short(&body));
+                assert!(body.contains("<fault>"), "{what}: not a fault: {}", short(&body));
+            }
+            Err(e) => assert!(!e.contains(&self.secret), "{what}: the secret leaked: {e}"),
+        }
+    }
+
+    /// A normal listing and a normal download still work.
+    fn assert_serves(&self) {
+        let t = self.token();
+        let listed = common::call(&self.node.url, &t, 1, Value::String(String::new()))
+            .expect("mode 1 after hostile input");
+        let names = listed.as_array().and_then(|a| a.first()).and_then(|v| v.as_array());
+        let hello = Value::String("hello.txt".into());
+        assert!(names.is_some_and(|n| n.contains(&hello)), "listing after hostile input: {listed:?}");
+        let content = common::call(&self.node.url, &t, 2, hello).expect("mode 2 after hostile input");
+        assert_eq!(content, Value::String(HELLO.into()));
+    }
+
+    /// The node's resident memory in KiB, found through its working directory.
+    fn rss_kb(&self) -> u64 {
+        let pid = pid_in(&self.share).expect("find the node's pid");
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    fn assert_memory_bounded(&self, what: &str) {
+        let rss = self.rss_kb();
+        assert!(rss < RSS_LIMIT_KB, "{what}: node resident memory is {rss} KiB");
+    }
+}
+
+/// The pid of the tinyp2p server whose working directory is `dir`.
+fn pid_in(dir: &Path) -> Option<u32> {
+    let want = fs::canonicalize(dir).ok()?;
+    fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cwd = fs::read_link(e.path().join("cwd")).ok()?;
+        let cmdline = fs::read(e.path().join("cmdline")).ok()?;
+        let server = cmdline.split(|b| *b == 0).any(|arg| arg == b"server");
+        (cwd == want && server).then_some(pid)
+    })
+}
+
+/// An XML-RPC call of f; `mode` and `arg` are the XML inside their `<value>`.
+fn call_xml(token: &str, mode: &str, arg: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\"?>\n<methodCall><methodName>f</methodName><params>\
+         <param><value>{}</value></param><param><value>{mode}</value></param>\
+         <param><value>{arg}</value></param></params></methodCall>\n",
+        text(token)
+    )
+}
+
+mod request_names {
+    use super::*;
+
+    #[test]
+    fn names_outside_the_folder_get_a_fault_and_never_the_secret() {
+        let t = Target::new();
+        let absolute = t.root.path().join("secret.txt").to_string_lossy().into_owned();
+        let inner = t.share.join("subdir/inner.txt").to_string_lossy().into_owned();
+        let names = [
+            "../secret.txt",
+            absolute.as_str(),
+            inner.as_str(),
+            "link.txt",
+            "relative.txt",
+            "subdir/inner.txt",
+            "subdir/../../secret.txt",
+            "%2e%2e%2fsecret.txt",
+            "..%2fsecret.txt",
+            "..\\secret.txt",
+            "./hello.txt",
+            "hello.txt/",
+            "/proc/self/environ",
+            "missing.txt",
+        ];
+        for name in names {
+            t.assert_refused(name, t.call("<int>2</int>", &text(name)));
+            t.assert_refused(name, t.call("<int>7</int>", &text(name)));
+        }
+        t.assert_serves();
+    }
+
+    #[test]
+    fn a_directory_and_the_dot_names_get_a_fault() {
+        let t = Target::new();
+        for name in ["subdir", ".", "..", ""] {
+            t.assert_refused(name, t.call("<int>2</int>", &text(name)));
+        }
+        t.assert_serves();
+    }
+
+    #[test]
+    fn the_listing_holds_neither_outward_symlinks_nor_directories() {
+        let t = Target::new();
+        let listed = common::call(&t.node.url, &t.token(), 1, Value::String(String::new()));
+        let hello = Value::Array(vec![Value::String("hello.txt".into())]);
+        assert_eq!(listed, Ok(Value::Array(vec![hello])));
+    }
+}
+
+mod request_types {
+    use super::*;
+
+    #[test]
+    fn a_mode_given_as_a_string_gets_a_fault() {
+        let t = Target::new();
+        for mode in ["<string>2</string>", "2", "<string>1</string>", "<double>2.0</double>"] {
+            t.assert_refused(mode, t.call(mode, &text("hello.txt")));
+            t.assert_refused(mode, t.call(mode, &text("../secret.txt")));
+        }
+        t.assert_serves();
+    }
+
+    #[test]
+    fn mode_zero_with_a_string_does_not_add_one_peer_per_character() {
+        let t = Target::new();
+        let before = t.node.peers(PW);
+        t.assert_refused("string", t.call("<int>0</int>", &text("http://evil.invalid:1")));
+        t.assert_refused("bare string", t.call("<int>0</int>", "abc"));
+        assert_eq!(t.node.peers(PW), before);
+        t.assert_serves();
+    }
+
+    #[test]
+    fn mode_zero_with_non_string_items_gets_a_fault_and_adds_nothing() {
+        let t = Target::new();
+        let before = t.node.peers(PW);
+        let items = [
+            "<int>1</int>",
+            "<boolean>1</boolean>",
+            "<double>1.5</double>",
+            "<array><data><value><string>http://nested.invalid:1</string></value></data></array>",
+            "<struct><member><name>a</name><value><string>b</string></value></member></struct>",
+            "<base64>aGk=</base64>",
+        ];
+        for item in items {
+            let list = format!(
+                "<array><data><value><string>http://ok.invalid:1</string></value><value>{item}</value></data></array>"
+            );
+            t.assert_refused(item, t.call("<int>0</int>", &list));
+        }
+        assert_eq!(t.node.peers(PW), before);
+        t.assert_serves();
+    }
+
+    #[test]
+    fn a_hundred_thousand_peers_offered_at_once_leave_at_most_ten_thousand() {
+        let t = Target::new();
+        let offered: Vec<String> = (0..100_000u32)
+            .map(|i| format!("http://10.{}.{}.{}:1", i / 65_536, (i / 256) % 256, i % 256))
+            .collect();
+        let answer = t.call("<int>0</int>", &strings(&offered));
+        if let Ok(body) = &answer {
+            let n = body.matches("http://").count();
+            assert!(body.contains("<fault>") || n <= MAX_PEERS, "answered {n} peers");
+        }
+        let peers = t.node.peers(PW);
+        assert!(peers.len() <= MAX_PEERS, "the node keeps {} peers", peers.len());
+        assert!(peers.contains(&t.node.url), "the node dropped itself from its list");
+        t.assert_serves();
+        t.assert_memory_bounded("after 100,000 peers");
+    }
+
+    #[test]
+    fn an_invalid_regex_gets_a_fault() {
+        let t = Target::new();
+        for pattern in ["(", "[", "a{2,1}", "*", "(?P<x>a)(?P<x>b)"] {
+            t.assert_refused(pattern, t.call("<int>1</int>", &text(pattern)));
+        }
+        t.assert_serves();
+    }
+
+    #[test]
+    fn a_regex_too_large_to_compile_gets_a_fault_quickly() {
+        let t = Target::new();
+        for pattern in [r"\w{1000}{1000}", r"(a{1000}){1000}", r"(\w{1000}){1000}"] {
+            let start = Instant::now();
+            t.assert_refused(pattern, t.call("<int>1</int>", &text(pattern)));
+            assert!(start.elapsed() < Duration::from_secs(10), "{pattern} took {:?}", start.elapsed());
+        }
+        t.assert_serves();
+        t.assert_memory_bounded("after huge regexes");
+    }
+}
+
+mod request_documents {
+    use super::*;
+
+    #[test]
+    fn malformed_and_truncated_xml_gets_a_fault_or_an_http_error() {
+        let t = Target::new();
+        let good = call_xml(&t.token(), "<int>2</int>", &text("hello.txt"));
+        let truncated = good[..good.len() / 2].to_string();
+        let two_params = good.replace("<param><value><string>hello.txt</string></value></param>", "");
+        let four_params = good.replace("</params>", "<param><value><int>1</int></value></param></params>");
+        let bodies: Vec<Vec<u8>> = [
+            String::new(),
+            "not xml at all".into(),
+            "<methodCall>".into(),
+            truncated,
+            good.replace("</string></value></param></params>", "</value></string></param></params>"),
+            good.replace("<int>2</int>", "<int>two</int>"),
+            good.replace("<int>2</int>", "<int>99999999999999999999</int>"),
+            two_params,
+            four_params,
+            "<?xml version=\"1.0\"?><methodCall><methodName>f</methodName></methodCall>".into(),
+            "<?xml version=\"1.0\"?><methodCall><params></params></methodCall>".into(),
+        ]
+        .into_iter()
+        .map(String::into_bytes)
+        .chain([b"<methodCall>\xff\xfe\x00</methodCall>".to_vec()])
+        .collect();
+        for body in &bodies {
+            t.assert_refused(&String::from_utf8_lossy(body), t.post(body));
+        }
+        t.assert_serves();
+    }
+
+    #[test]
+    fn an_unknown_method_gets_a_fault() {
+        let t = Target::new();
+        let good = call_xml(&t.token(), "<int>1</int>", &text(""));
+        for method in ["g", "system.listMethods", "", "f.__class__"] {
+            let body =
+                good.replace("<methodName>f</methodName>", &format!("<methodName>{method}</methodName>"));
+            t.assert_refused(method, t.post(body.as_bytes()));
+        }
+        t.assert_serves();
+    }
+
+    #[test]
+    fn an_entity_expansion_body_is_refused_with_memory_flat() {
+        let t = Target::new();
+        let mut doctype = String::from("<!DOCTYPE lolz [<!ENTITY lol0 \"lol\">");
+        for i in 1..10 {
+            let prev = format!("&lol{};", i - 1).repeat(10);
+            doctype.push_str(&format!("<!ENTITY lol{i} \"{prev}\">"));
+        }
+        let secret_path = t.root.path().join("secret.txt");
+        doctype.push_str(&format!("<!ENTITY xxe SYSTEM \"file://{}\">]>", secret_path.display()));
+        for entity in ["&lol9;", "&xxe;"] {
+            let call = call_xml(&t.token(), "<int>1</int>", &format!("<string>{entity}</string>"));
+            let body = call.replacen("\n", &format!("\n{doctype}\n"), 1);
+            let start = Instant::now();
+            t.assert_refused(entity, t.post(body.as_bytes()));
+            assert!(start.elapsed() < Duration::from_secs(10), "{entity} took {:?}", start.elapsed());
+        }
+        t.assert_serves();
+        t.assert_memory_bounded("after billion laughs");
+    }
+
+    #[test]
+    fn a_deeply_nested_array_does_not_crash_the_node() {
+        let t = Target::new();
+        let depth = 100_000;
+        let nested = format!(
+            "{}<string>http://deep.invalid:1</string>{}",
+            "<array><data><value>".repeat(depth),
+            "</value></data></array>".repeat(depth)
+        );
+        t.assert_refused("nested", t.call("<int>0</int>", &nested));
+        t.assert_serves();
+    }
+
+    #[test]
+    fn non_post_requests_and_other_paths_get_http_errors() {
+        let t = Target::new();
+        let addr = t.node.url.trim_start_matches("http://");
+        let get =
+            common::raw_http(&t.node.url, format!("GET /RPC2 HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes());
+        assert!(get.starts_with("HTTP/1.1 405") || get.starts_with("HTTP/1.0 405"), "GET: {get}");
+        let body = call_xml(&t.token(), "<int>2</int>", &text("hello.txt"));
+        let other = common::raw_http(
+            &t.node.url,
+            format!(
+                "POST /../secret.txt HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        assert!(other.contains(" 404 "), "other path: {other}");
+        assert!(!other.contains(&t.secret));
+        t.assert_serves();
+    }
+}
+
+mod request_sizes {
+    use super::*;
+
+    /// Reads an answer's head, or up to the connection's end or the read timeout.
+    fn read_head(stream: &mut TcpStream) -> String {
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            }
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    fn connect(t: &Target) -> TcpStream {
+        let stream = TcpStream::connect(t.node.url.trim_start_matches("http://")).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        stream
+    }
+
+    fn head(t: &Target, length: &str) -> String {
+        let addr = t.node.url.trim_start_matches("http://");
+        format!("POST /RPC2 HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/xml\r\n{length}\r\n")
+    }
+
+    #[test]
+    fn a_200_mb_body_is_refused_early_with_memory_flat() {
+        let t = Target::new();
+        let mut stream = connect(&t);
+        let start = Instant::now();
+        let _ = stream.write_all(head(&t, "Content-Length: 200000000\r\n").as_bytes());
+        let _ = stream.write_all(&[b'<'; 64 * 1024]);
+        let answer = read_head(&mut stream);
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(9), "no answer for {took:?}: {answer:?}");
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 413") || answer.starts_with("HTTP/1.0 413"),
+            "answer to a 200 MB body: {answer:?}"
+        );
+        t.assert_serves();
+        t.assert_memory_bounded("after a 200 MB body");
+    }
+
+    #[test]
+    fn a_chunked_body_over_the_cap_is_refused_with_memory_flat() {
+        let t = Target::new();
+        let mut stream = connect(&t);
+        let _ = stream.write_all(head(&t, "Transfer-Encoding: chunked\r\n").as_bytes());
+        let chunk = format!("{:x}\r\n{}\r\n", 1 << 20, "<".repeat(1 << 20));
+        for _ in 0..24 {
+            if stream.write_all(chunk.as_bytes()).is_err() {
+                break;
+            }
+        }
+        let answer = read_head(&mut stream);
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 4") || answer.starts_with("HTTP/1.0 4"),
+            "answer to a 24 MiB chunked body: {answer:?}"
+        );
+        t.assert_serves();
+        t.assert_memory_bounded("after a 24 MiB chunked body");
+    }
+
+    #[test]
+    fn forty_half_sent_requests_do_not_stop_the_node() {
+        let t = Target::new();
+        let body = call_xml(&t.token(), "<int>2</int>", &text("hello.txt"));
+        let padded = format!("{body}{}", " ".repeat(3000));
+        let mut stalled = Vec::new();
+        for i in 0..40 {
+            let mut stream = connect(&t);
+            let sent = match i % 3 {
+                // Half a head, no blank line.
+                0 => head(&t, "Content-Length: 500\r\n")[..40].to_string(),
+                // A whole head, no body.
+                1 => head(&t, &format!("Content-Length: {}\r\n", padded.len())),
+                // A head and more than 1024 bytes of a longer body.
+                _ => format!(
+                    "{}{}",
+                    head(&t, &format!("Content-Length: {}\r\n", padded.len())),
+                    &padded[..2000]
+                ),
+            };
+            stream.write_all(sent.as_bytes()).expect("send half a request");
+            stalled.push(stream);
+        }
+        t.assert_serves();
+        t.assert_memory_bounded("with 40 stalled requests");
+        drop(stalled);
+        t.assert_serves();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Faults
+// ---------------------------------------------------------------------------------------
+
+mod faults {
+    use super::*;
+
+    #[test]
+    fn a_node_killed_mid_transfer_leaves_no_file_and_is_named() {
+        let share = TempDir::new();
+        share.write("big.bin", binary(64 << 20));
+        let mut node = Node::rust(PW, share.path(), &[]);
+        let url = node.url.clone();
+        let dir = TempDir::new();
+        let child = spawn_client(dir.path(), &url, "big");
+        let pid = child.id().to_string();
+        let started =
+            common::eventually(Duration::from_secs(20), || dir.names().iter().any(|n| n.ends_with(".part")));
+        // Freeze the client so the transfer cannot finish, kill the node, let it go on.
+        let _ = Command::new("kill").args(["-STOP", &pid]).status();
+        node.kill();
+        let _ = Command::new("kill").args(["-CONT", &pid]).status();
+        let run = finish(child);
+        assert!(started, "no .part file appeared; stderr: {}", run.stderr);
+        assert_failed_naming(&run, &url);
+        assert!(dir.names().is_empty(), "left behind: {:?}", dir.names());
+    }
+
+    #[test]
+    fn a_dead_peer_is_reported_and_everything_comes_from_the_live_one() {
+        let share = TempDir::new();
+        share.write("a.txt", "from a\n");
+        share.write("b.bin", binary(5000));
+        let node = Node::rust(PW, share.path(), &[]);
+        let dead = dead_url();
+        let offered = Value::Array(vec![Value::String(dead.clone())]);
+        common::call(&node.url, &common::token(PW, &node.url), 0, offered).expect("offer the dead peer");
+        assert!(node.peers(PW).contains(&dead));
+        let dir = TempDir::new();
+        let (run, took) = client(dir.path(), &node.url, "");
+        assert!(took < GIVE_UP);
+        assert_failed_naming(&run, &dead);
+        assert_eq!(dir.names(), ["a.txt", "b.bin"]);
+        assert_eq!(dir.read("a.txt"), b"from a\n");
+        assert_eq!(dir.read("b.bin"), binary(5000));
+    }
+
+    #[test]
+    fn a_node_restarted_on_the_same_port_rejoins_and_serves_again() {
+        let hub_dir = TempDir::new();
+        let hub = Node::rust(PW, hub_dir.path(), &[]);
+        let a_dir = TempDir::new();
+        let mut a = Node::rust(PW, a_dir.path(), &[&hub.url]);
+        let (a_url, port) = (a.url.clone(), a.port());
+        assert!(hub.peers(PW).contains(&a_url));
+        a.kill();
+        a_dir.write("after-restart.txt", "back again\n");
+        let mut again = None;
+        for _ in 0..5 {
+            common::eventually(Duration::from_secs(10), || TcpListener::bind(("127.0.0.1", port)).is_ok());
+            let mut cmd = common::tinyp2p();
+            cmd.args([PW, "server", "127.0.0.1", &port.to_string(), &hub.url]).current_dir(a_dir.path());
+            if let Ok(node) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Node::start(cmd))) {
+                again = Some(node);
+                break;
+            }
+        }
+        let again = again.expect("restart on the same port");
+        assert_eq!(again.url, a_url);
+        assert!(again.peers(PW).contains(&hub.url), "restarted node lost the hub");
+        let hub_peers = hub.peers(PW);
+        assert_eq!(hub_peers.iter().filter(|p| **p == a_url).count(), 1, "hub peers: {hub_peers:?}");
+        let dir = TempDir::new();
+        let (run, _) = client(dir.path(), &hub.url, "after");
+        assert_eq!(run.status.code(), Some(0), "stderr: {}", run.stderr);
+        assert_eq!(dir.read("after-restart.txt"), b"back again\n");
+    }
+
+    #[test]
+    fn a_client_that_cannot_write_gives_a_clear_error_and_leaves_nothing_partial() {
+        let share = TempDir::new();
+        share.write("small.txt", "small\n");
+        share.write("big.bin", binary(256 * 1024));
+        let node = Node::rust(PW, share.path(), &[]);
+        let dir = TempDir::new();
+        let root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(true);
+        let run = if root {
+            // Root ignores permissions: use a file-size limit instead, with SIGXFSZ
+            // ignored so a write past it fails with EFBIG, as on a full disk.
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", "trap '' XFSZ; ulimit -f 64; exec \"$0\" \"$@\""])
+                .arg(env!("CARGO_BIN_EXE_tinyp2p"))
+                .args([PW, "client", &node.url, ""])
+                .current_dir(dir.path())
+                .env("TINYP2P_TIMEOUT", TIMEOUT);
+            let run = common::run(cmd);
+            assert_eq!(dir.names(), ["small.txt"], "stderr: {}", run.stderr);
+            assert!(run.stderr.contains("big.bin"), "the error names no file: {}", run.stderr);
+            run
+        } else {
+            let mut perms = fs::metadata(dir.path()).unwrap().permissions();
+            std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o555);
+            fs::set_permissions(dir.path(), perms.clone()).unwrap();
+            let (run, _) = client(dir.path(), &node.url, "");
+            std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+            fs::set_permissions(dir.path(), perms).unwrap();
+            assert!(dir.names().is_empty(), "left: {:?}", dir.names());
+            run
+        };
+        assert_eq!(run.status.code(), Some(1), "stderr: {}", run.stderr);
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+        assert!(run.stderr.lines().any(|l| l.starts_with("tinyp2p: ")), "no error line: {}", run.stderr);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Tokens
+// ---------------------------------------------------------------------------------------
+
+mod tokens {
+    use super::*;
+
+    #[test]
+    fn wrong_tokens_of_any_shape_get_false_and_never_a_fault() {
+        let t = Target::new();
+        let right = t.token();
+        let mut flipped = right.clone().into_bytes();
+        flipped[31] = if flipped[31] == b'0' { b'1' } else { b'0' };
+        let mut wrong = vec![
+            String::new(),
+            "abc".into(),
+            right[..31].to_string(),
+            format!("{right}0"),
+            format!(" {right}"),
+            "zz".repeat(16),
+            "é".repeat(32),
+            String::from_utf8(flipped).unwrap(),
+            right.repeat(100),
+            common::token(PW, &t.node.url.replace("127.0.0.1", "localhost")),
+            common::token("other password", &t.node.url),
+        ];
+        // The original compared strings, so uppercase hex is another token.
+        if right.to_uppercase() != right {
+            wrong.push(right.to_uppercase());
+        }
+        for token in &wrong {
+            for (mode, arg) in [(1, Value::String(String::new())), (2, Value::String("hello.txt".into()))] {
+                let answer = common::call(&t.node.url, token, mode, arg);
+                assert_eq!(answer, Ok(Value::Bool(false)), "token {token:?}, mode {mode}");
+            }
+        }
+        t.assert_serves();
+    }
+}

@@ -54,12 +54,7 @@ fn assert_success(run: &Run) {
 
 /// Asserts a node's peer list is exactly its own URL (the single-server fix).
 fn assert_lists_only_itself(node: &Node) {
-    assert_eq!(
-        node.peers(PW),
-        vec![node.url.clone()],
-        "peer list of {}",
-        node.url
-    );
+    assert_eq!(node.peers(PW), vec![node.url.clone()], "peer list of {}", node.url);
 }
 
 /// Writes `files` into `dir`.
@@ -132,11 +127,7 @@ fn fetched(run: &Run) -> Vec<Fetched> {
     let parse = |rest: &str| {
         let (head, from) = rest.rsplit_once(" bytes) from ")?;
         let (name, bytes) = head.rsplit_once(" (")?;
-        Some(Fetched {
-            name: name.to_string(),
-            bytes: bytes.parse().ok()?,
-            from: from.to_string(),
-        })
+        Some(Fetched { name: name.to_string(), bytes: bytes.parse().ok()?, from: from.to_string() })
     };
     run.stdout
         .lines()
@@ -174,10 +165,7 @@ fn all_bytes() -> Vec<u8> {
 
 /// A request body for `f(token, mode, arg)` on the node at `url`.
 fn request_body(url: &str, mode: i32, arg: Value) -> Vec<u8> {
-    let request = xmlrpc::Request::new("f")
-        .arg(common::token(PW, url))
-        .arg(mode)
-        .arg(arg);
+    let request = xmlrpc::Request::new("f").arg(common::token(PW, url)).arg(mode).arg(arg);
     let mut body = Vec::new();
     request.write_as_xml(&mut body).unwrap();
     body
@@ -200,9 +188,7 @@ fn http_post(url: &str, path: &str, body: &[u8], close: bool) -> Vec<u8> {
 /// A TCP connection to the node at `url`.
 fn connect(url: &str) -> TcpStream {
     let stream = TcpStream::connect(url.trim_start_matches("http://")).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     stream
 }
 
@@ -267,16 +253,11 @@ mod walkthrough {
         assert_holds(&dir2, &[("file0", PROGRAM), ("file1", PROGRAM)]);
         if let Kind::Rust = client {
             let lines = fetched(&run);
-            let origins: Vec<(&str, &str)> = lines
-                .iter()
-                .map(|f| (f.name.as_str(), f.from.as_str()))
-                .collect();
+            let origins: Vec<(&str, &str)> =
+                lines.iter().map(|f| (f.name.as_str(), f.from.as_str())).collect();
             assert!(origins.contains(&("file0", &node0.url)), "{lines:?}");
             assert!(origins.contains(&("file1", &node1.url)), "{lines:?}");
-            assert!(
-                lines.iter().all(|f| f.bytes == PROGRAM.len() as u64),
-                "{lines:?}"
-            );
+            assert!(lines.iter().all(|f| f.bytes == PROGRAM.len() as u64), "{lines:?}");
             assert_eq!(summary(&run), "done: 2 fetched, 0 skipped, 0 failed");
         }
     }
@@ -315,11 +296,7 @@ mod rust_client_and_python_nodes {
 
     /// Fetches everything `pattern` searches from two Python nodes (the second joins the
     /// first) with the Rust client, asserting the run went well.
-    fn fetch_from_python(
-        first: &[File],
-        second: &[File],
-        pattern: &str,
-    ) -> (Network, TempDir, Run) {
+    fn fetch_from_python(first: &[File], second: &[File], pattern: &str) -> (Network, TempDir, Run) {
         let network = Network::chain(&[(Kind::Python, first), (Kind::Python, second)]);
         let (dir, run) = network.fetch(Kind::Rust, pattern);
         assert_success(&run);
@@ -332,10 +309,7 @@ mod rust_client_and_python_nodes {
         let (network, dir, run) = fetch_from_python(&[("a.txt", TEXT)], second, ".");
         assert_eq!(dir.names(), ["a.txt", "b.txt"]);
         assert_holds(&dir, &[("a.txt", TEXT), ("b.txt", second[0].1)]);
-        let origins: BTreeMap<String, String> = fetched(&run)
-            .into_iter()
-            .map(|f| (f.name, f.from))
-            .collect();
+        let origins: BTreeMap<String, String> = fetched(&run).into_iter().map(|f| (f.name, f.from)).collect();
         assert_eq!(origins["a.txt"], network.nodes[0].url);
         assert_eq!(origins["b.txt"], network.nodes[1].url);
     }
@@ -343,8 +317,7 @@ mod rust_client_and_python_nodes {
     #[test]
     fn a_binary_file_python_sends_as_base64_arrives_byte_exact() {
         let binary = all_bytes();
-        let (_network, dir, run) =
-            fetch_from_python(&[("a.txt", TEXT)], &[("blob.bin", &binary)], ".");
+        let (_network, dir, run) = fetch_from_python(&[("a.txt", TEXT)], &[("blob.bin", &binary)], ".");
         assert_holds(&dir, &[("blob.bin", &binary), ("a.txt", TEXT)]);
         let blob = fetched(&run).into_iter().find(|f| f.name == "blob.bin");
         assert_eq!(blob.map(|f| f.bytes), Some(binary.len() as u64));
@@ -361,11 +334,8 @@ mod rust_client_and_python_nodes {
     #[test]
     fn only_names_the_pattern_searches_come_from_python_nodes() {
         let first: &[File] = &[("keep.txt", TEXT), ("skip.bin", b"x")];
-        let (_network, dir, _run) = fetch_from_python(
-            first,
-            &[("also.txt", UNICODE), ("txt.nope", b"y")],
-            r"\.txt$",
-        );
+        let (_network, dir, _run) =
+            fetch_from_python(first, &[("also.txt", UNICODE), ("txt.nope", b"y")], r"\.txt$");
         assert_eq!(dir.names(), ["also.txt", "keep.txt"]);
     }
 
@@ -437,10 +407,7 @@ mod python_client_and_rust_nodes {
     fn the_empty_file_and_markup_characters_reach_the_original_client() {
         assert_the_original_client_gets(&[
             ("empty", b""),
-            (
-                "markup.txt",
-                b"a & b < c > d ]]> &amp; &#13; <![CDATA[x]]>\n",
-            ),
+            ("markup.txt", b"a & b < c > d ]]> &amp; &#13; <![CDATA[x]]>\n"),
             ("spaces.txt", b"  \n\t \n"),
         ]);
     }
@@ -454,22 +421,12 @@ mod joining {
         for node in nodes {
             let peers = node.peers(PW);
             for other in nodes {
-                assert!(
-                    peers.contains(&other.url),
-                    "{} does not list {}: {peers:?}",
-                    node.url,
-                    other.url
-                );
+                assert!(peers.contains(&other.url), "{} does not list {}: {peers:?}", node.url, other.url);
             }
             let mut unique = peers.clone();
             unique.sort();
             unique.dedup();
-            assert_eq!(
-                unique.len(),
-                peers.len(),
-                "{} lists a peer twice: {peers:?}",
-                node.url
-            );
+            assert_eq!(unique.len(), peers.len(), "{} lists a peer twice: {peers:?}", node.url);
         }
     }
 
@@ -490,45 +447,26 @@ mod joining {
     fn introduce(node: &Node, url: &str) {
         let arg = Value::Array(vec![Value::String(url.to_string())]);
         let answer = common::call(&node.url, &common::token(PW, &node.url), 0, arg);
-        assert!(
-            answer.is_ok(),
-            "introducing {url} to {}: {answer:?}",
-            node.url
-        );
+        assert!(answer.is_ok(), "introducing {url} to {}: {answer:?}", node.url);
     }
 
     /// R alone, Q joins R, P alone is told of Q (but not R); a `newcomer` node joins P.
     /// R is only reachable through Q's answer, learned during the walk: the original's walk
     /// over the growing list still calls it, so R learns the newcomer and the newcomer R.
     fn assert_walk_reaches_peers_learned_on_the_way(newcomer: Kind) {
-        let (dir_r, dir_q, dir_p, dir_n) = (
-            TempDir::new(),
-            TempDir::new(),
-            TempDir::new(),
-            TempDir::new(),
-        );
+        let (dir_r, dir_q, dir_p, dir_n) = (TempDir::new(), TempDir::new(), TempDir::new(), TempDir::new());
         let r = start(Kind::Python, &dir_r, &[]);
         let q = start(Kind::Rust, &dir_q, &[&r.url]);
         let p = start(Kind::Python, &dir_p, &[]);
         introduce(&p, &q.url);
-        assert!(
-            !p.peers(PW).contains(&r.url),
-            "P must not know R for this test"
-        );
+        assert!(!p.peers(PW).contains(&r.url), "P must not know R for this test");
         let n = start(newcomer, &dir_n, &[&p.url]);
         let known = n.peers(PW);
         for url in [&p.url, &q.url, &r.url] {
-            assert!(
-                known.contains(url),
-                "the newcomer does not list {url}: {known:?}"
-            );
+            assert!(known.contains(url), "the newcomer does not list {url}: {known:?}");
         }
         for node in [&p, &q, &r] {
-            assert!(
-                node.peers(PW).contains(&n.url),
-                "{} never learned the newcomer",
-                node.url
-            );
+            assert!(node.peers(PW).contains(&n.url), "{} never learned the newcomer", node.url);
         }
     }
 
@@ -578,16 +516,8 @@ mod joining {
         let bridge = Node::rust(PW, dir.path(), &[first.url(), second.url()]);
         let known = bridge.peers(PW);
         for node in first.nodes.iter().chain(&second.nodes) {
-            assert!(
-                known.contains(&node.url),
-                "the bridge does not list {}: {known:?}",
-                node.url
-            );
-            assert!(
-                node.peers(PW).contains(&bridge.url),
-                "{} never learned the bridge",
-                node.url
-            );
+            assert!(known.contains(&node.url), "the bridge does not list {}: {known:?}", node.url);
+            assert!(node.peers(PW).contains(&bridge.url), "{} never learned the bridge", node.url);
         }
     }
 }
@@ -605,16 +535,9 @@ mod rust_to_rust {
         names.sort();
         assert_eq!(dir.names(), names);
         assert_holds(&dir, files);
-        let sizes: BTreeMap<String, u64> = fetched(&run)
-            .into_iter()
-            .map(|f| (f.name, f.bytes))
-            .collect();
+        let sizes: BTreeMap<String, u64> = fetched(&run).into_iter().map(|f| (f.name, f.bytes)).collect();
         for (name, content) in files {
-            assert_eq!(
-                sizes.get(*name),
-                Some(&(content.len() as u64)),
-                "size of {name:?}"
-            );
+            assert_eq!(sizes.get(*name), Some(&(content.len() as u64)), "size of {name:?}");
         }
     }
 
@@ -649,10 +572,7 @@ mod rust_to_rust {
 
     #[test]
     fn markup_characters_and_a_cdata_end_arrive_byte_exact() {
-        assert_round_trip(&[(
-            "markup.txt",
-            b"&<>]]> a & b < c > d &amp; &#13; <![CDATA[x]]>",
-        )]);
+        assert_round_trip(&[("markup.txt", b"&<>]]> a & b < c > d &amp; &#13; <![CDATA[x]]>")]);
     }
 
     #[test]
@@ -697,80 +617,44 @@ mod rust_to_rust {
     #[test]
     fn a_name_two_peers_list_is_fetched_exactly_once() {
         let (one, two): (&[u8], &[u8]) = (b"from the first node", b"from the second node");
-        let network = Network::chain(&[
-            (Kind::Rust, &[("same.txt", one)]),
-            (Kind::Rust, &[("same.txt", two)]),
-        ]);
+        let network =
+            Network::chain(&[(Kind::Rust, &[("same.txt", one)]), (Kind::Rust, &[("same.txt", two)])]);
         let (dir, run) = network.fetch(Kind::Rust, ".");
         assert_success(&run);
         let lines = fetched(&run);
         assert_eq!(lines.len(), 1, "{lines:?}");
         assert_eq!(dir.names(), ["same.txt"]);
         let got = dir.read("same.txt");
-        assert!(
-            got == one || got == two,
-            "mixed content: {:?}",
-            String::from_utf8_lossy(&got)
-        );
-        assert!(
-            summary(&run).starts_with("done: 1 fetched,"),
-            "{}",
-            summary(&run)
-        );
+        assert!(got == one || got == two, "mixed content: {:?}", String::from_utf8_lossy(&got));
+        assert!(summary(&run).starts_with("done: 1 fetched,"), "{}", summary(&run));
     }
 
     #[test]
     fn parallel_downloads_from_three_nodes_fetch_every_file_exactly_once() {
         let own: Vec<Vec<(String, Vec<u8>)>> = (0..3)
             .map(|node| {
-                let files = (0..100).map(|i| {
-                    (
-                        format!("n{node}-{i:03}.txt"),
-                        format!("node {node} file {i}\n"),
-                    )
-                });
-                let shared = (0..20).map(|i| {
-                    (
-                        format!("shared-{i:02}.txt"),
-                        format!("shared {i} on node {node}\n"),
-                    )
-                });
-                files
-                    .chain(shared)
-                    .map(|(name, text)| (name, text.into_bytes()))
-                    .collect()
+                let files =
+                    (0..100).map(|i| (format!("n{node}-{i:03}.txt"), format!("node {node} file {i}\n")));
+                let shared =
+                    (0..20).map(|i| (format!("shared-{i:02}.txt"), format!("shared {i} on node {node}\n")));
+                files.chain(shared).map(|(name, text)| (name, text.into_bytes())).collect()
             })
             .collect();
-        let lists: Vec<Vec<File>> = own
-            .iter()
-            .map(|files| {
-                files
-                    .iter()
-                    .map(|(n, c)| (n.as_str(), c.as_slice()))
-                    .collect()
-            })
-            .collect();
-        let network = Network::chain(&[
-            (Kind::Rust, &lists[0]),
-            (Kind::Rust, &lists[1]),
-            (Kind::Rust, &lists[2]),
-        ]);
+        let lists: Vec<Vec<File>> =
+            own.iter().map(|files| files.iter().map(|(n, c)| (n.as_str(), c.as_slice())).collect()).collect();
+        let network =
+            Network::chain(&[(Kind::Rust, &lists[0]), (Kind::Rust, &lists[1]), (Kind::Rust, &lists[2])]);
         let (dir, run) = network.fetch(Kind::Rust, ".");
         assert_success(&run);
 
         let mut names: Vec<String> = fetched(&run).into_iter().map(|f| f.name).collect();
         names.sort();
-        let mut expected: Vec<String> =
-            lists.iter().flatten().map(|(n, _)| n.to_string()).collect();
+        let mut expected: Vec<String> = lists.iter().flatten().map(|(n, _)| n.to_string()).collect();
         expected.sort();
         expected.dedup();
         assert_eq!(expected.len(), 320);
         assert_eq!(names, expected, "each name fetched exactly once");
-        assert_eq!(
-            dir.names(),
-            expected,
-            "the folder holds exactly the files, no leftovers"
-        );
+        assert_eq!(dir.names(), expected, "the folder holds exactly the files, no leftovers");
         for (name, content) in lists.iter().flatten() {
             if !name.starts_with("shared-") {
                 assert_holds(&dir, &[(name, content)]);
@@ -778,16 +662,9 @@ mod rust_to_rust {
         }
         for i in 0..20 {
             let got = String::from_utf8(dir.read(&format!("shared-{i:02}.txt"))).unwrap();
-            assert!(
-                (0..3).any(|node| got == format!("shared {i} on node {node}\n")),
-                "{got:?}"
-            );
+            assert!((0..3).any(|node| got == format!("shared {i} on node {node}\n")), "{got:?}");
         }
-        assert!(
-            summary(&run).starts_with("done: 320 fetched,"),
-            "{}",
-            summary(&run)
-        );
+        assert!(summary(&run).starts_with("done: 320 fetched,"), "{}", summary(&run));
     }
 
     #[test]
@@ -800,13 +677,9 @@ mod rust_to_rust {
         // Asks for the big file and reads only the start of the answer, never the rest.
         let mut unread = connect(&node.url);
         let body = request_body(&node.url, 2, Value::from("big.bin"));
-        unread
-            .write_all(&http_post(&node.url, "/RPC2", &body, false))
-            .unwrap();
+        unread.write_all(&http_post(&node.url, "/RPC2", &body, false)).unwrap();
         let mut start = [0u8; 12];
-        unread
-            .read_exact(&mut start)
-            .expect("the node starts answering");
+        unread.read_exact(&mut start).expect("the node starts answering");
         assert_eq!(&start, b"HTTP/1.1 200");
         // Announces a body and sends only part of it.
         let mut half_body = connect(&node.url);
@@ -822,10 +695,7 @@ mod rust_to_rust {
         let took = began.elapsed();
         assert_success(&run);
         assert_holds(&client_dir, &[("small.txt", b"small\n")]);
-        assert!(
-            took < Duration::from_secs(8),
-            "the client took {took:?} beside stalled ones"
-        );
+        assert!(took < Duration::from_secs(8), "the client took {took:?} beside stalled ones");
         drop((unread, half_body, half_head));
     }
 
@@ -837,9 +707,7 @@ mod rust_to_rust {
         let mut reader = BufReader::new(stream.try_clone().unwrap());
         let body = request_body(&node.url, 0, Value::Array(vec![]));
         for call in 1..=2 {
-            stream
-                .write_all(&http_post(&node.url, "/RPC2", &body, false))
-                .unwrap();
+            stream.write_all(&http_post(&node.url, "/RPC2", &body, false)).unwrap();
             let (status, answer) = read_response(&mut reader);
             assert!(status.starts_with("HTTP/1.1 200"), "call {call}: {status}");
             let answer = String::from_utf8_lossy(&answer);
@@ -854,9 +722,7 @@ mod rust_to_rust {
         let agent = ureq::Agent::new_with_defaults();
         let body = request_body(&node.url, 0, Value::Array(vec![]));
         for call in 1..=2 {
-            let request = agent
-                .post(format!("{}/RPC2", node.url))
-                .header("Content-Type", "text/xml");
+            let request = agent.post(format!("{}/RPC2", node.url)).header("Content-Type", "text/xml");
             let mut response = request.send(&body[..]).expect("post");
             let answer = response.body_mut().read_to_string().expect("answer");
             assert!(answer.contains(&node.url), "call {call} answered {answer}");

@@ -66,11 +66,7 @@ impl Drop for TempDir {
 pub fn token(password: &str, url: &str) -> String {
     let mut mac = hmac::Hmac::<md5::Md5>::new_from_slice(password.as_bytes()).unwrap();
     mac.update(url.as_bytes());
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The tinyp2p binary under test.
@@ -82,10 +78,7 @@ pub fn tinyp2p() -> Command {
 pub fn python_peer() -> Command {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peer.py");
     let ok = Command::new("python3").arg("--version").output();
-    assert!(
-        ok.is_ok(),
-        "python3 is required by the interop tests and was not found"
-    );
+    assert!(ok.is_ok(), "python3 is required by the interop tests and was not found");
     let mut cmd = Command::new("python3");
     cmd.arg(script);
     cmd
@@ -134,18 +127,14 @@ impl Node {
     /// Starts a Rust node serving `dir`, joining `peers`.
     pub fn rust(password: &str, dir: &Path, peers: &[&str]) -> Node {
         let mut cmd = tinyp2p();
-        cmd.args([password, "server", "127.0.0.1", "0"])
-            .args(peers)
-            .current_dir(dir);
+        cmd.args([password, "server", "127.0.0.1", "0"]).args(peers).current_dir(dir);
         Node::start(cmd)
     }
 
     /// Starts a Python peer (the original's behaviour) serving `dir`, joining `peers`.
     pub fn python(password: &str, dir: &Path, peers: &[&str]) -> Node {
         let mut cmd = python_peer();
-        cmd.args([password, "server", "127.0.0.1", "0"])
-            .args(peers)
-            .current_dir(dir);
+        cmd.args([password, "server", "127.0.0.1", "0"]).args(peers).current_dir(dir);
         Node::start(cmd)
     }
 
@@ -162,12 +151,7 @@ impl Node {
 
     /// The node's peer list, asked with a mode-0 call that offers nothing.
     pub fn peers(&self, password: &str) -> Vec<String> {
-        let answer = call(
-            &self.url,
-            &token(password, &self.url),
-            0,
-            xmlrpc::Value::Array(vec![]),
-        );
+        let answer = call(&self.url, &token(password, &self.url), 0, xmlrpc::Value::Array(vec![]));
         let list = answer.expect("mode 0 call");
         list.as_array()
             .expect("peer list is an array")
@@ -192,12 +176,8 @@ pub struct Run {
 
 /// Runs `cmd` to the end within RUN_DEADLINE, panicking if it hangs.
 pub fn run(mut cmd: Command) -> Run {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let child =
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
     let (tx, rx): (_, Receiver<std::io::Result<std::process::Output>>) = channel();
     let pid = child.id();
     std::thread::spawn(move || {
@@ -220,34 +200,25 @@ pub fn run(mut cmd: Command) -> Run {
 /// Runs the Rust client in `dir`.
 pub fn rust_client(password: &str, dir: &Path, url: &str, pattern: &str) -> Run {
     let mut cmd = tinyp2p();
-    cmd.args([password, "client", url, pattern])
-        .current_dir(dir);
+    cmd.args([password, "client", url, pattern]).current_dir(dir);
     run(cmd)
 }
 
 /// Runs the Python client (the original's loop) in `dir`.
 pub fn python_client(password: &str, dir: &Path, url: &str, pattern: &str) -> Run {
     let mut cmd = python_peer();
-    cmd.args([password, "client", url, pattern])
-        .current_dir(dir);
+    cmd.args([password, "client", url, pattern]).current_dir(dir);
     run(cmd)
 }
 
 /// Calls `f(token, mode, arg)` on a node with the xmlrpc crate; Err holds the failure text.
-pub fn call(
-    url: &str,
-    token: &str,
-    mode: i32,
-    arg: xmlrpc::Value,
-) -> Result<xmlrpc::Value, String> {
+pub fn call(url: &str, token: &str, mode: i32, arg: xmlrpc::Value) -> Result<xmlrpc::Value, String> {
     let request = xmlrpc::Request::new("f").arg(token).arg(mode).arg(arg);
     let mut body = Vec::new();
     request.write_as_xml(&mut body).unwrap();
     let answer = post(url, &body).map_err(|e| e.to_string())?;
     let wrapped = xmlrpc::Request::new("unused");
-    wrapped
-        .call(Replay(answer.into_bytes()))
-        .map_err(|e| e.to_string())
+    wrapped.call(Replay(answer.into_bytes())).map_err(|e| e.to_string())
 }
 
 /// A Transport that answers with bytes already received.
@@ -266,23 +237,15 @@ impl xmlrpc::Transport for Replay {
 /// Posts raw bytes to `url` + `/RPC2` and returns the body of a 200 answer.
 pub fn post(url: &str, body: &[u8]) -> Result<String, ureq::Error> {
     let target = format!("{url}/RPC2");
-    let mut response = ureq::post(&target)
-        .header("Content-Type", "text/xml")
-        .send(body)?;
-    response
-        .body_mut()
-        .with_config()
-        .limit(64 << 20)
-        .read_to_string()
+    let mut response = ureq::post(&target).header("Content-Type", "text/xml").send(body)?;
+    response.body_mut().with_config().limit(64 << 20).read_to_string()
 }
 
 /// Sends raw bytes over a fresh TCP connection and returns all the node answered.
 pub fn raw_http(url: &str, request: &[u8]) -> String {
     let addr = url.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     stream.write_all(request).expect("send");
     let mut answer = Vec::new();
     let _ = std::io::Read::read_to_end(&mut stream, &mut answer);
