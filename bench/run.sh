@@ -415,7 +415,7 @@ row_b() {
         py_cell="$(fmt "$py_s" 3) s ($(fmt "$(calc "$MED_BYTES / $py_s / 1000000")" 0) MB/s, Python)"
     fi
     if ((rs_ok && py_ok)); then
-        ratio="$(fmt "$(calc "$py_s / $rs_s")" 1)x faster"
+        ratio="$(fmt "$(calc "$py_s / $rs_s")" 1)x"
         met=$(yesno "$py_s >= 20 * $rs_s")
     fi
     row "one $MED_MIB MiB text file, 1 node, 1 client: time" "$rs_cell" "$py_cell" "$ratio" ">= 20x faster" "$met"
@@ -490,7 +490,7 @@ row_c() {
     ((rs_ok)) && rs_s=$(median "${rs_t[@]}") && rs_cell="$(fmt "$rs_s" 3) s"
     ((py_ok)) && py_s=$(median "${py_t[@]}") && py_cell="$(fmt "$py_s" 3) s (Python)"
     if ((rs_ok && py_ok)); then
-        ratio="$(fmt "$(calc "$py_s / $rs_s")" 1)x faster"
+        ratio="$(fmt "$(calc "$py_s / $rs_s")" 1)x"
         met=$(yesno "$py_s >= 10 * $rs_s")
     fi
     row "$SMALL_TOTAL files of 1 KiB on 3 nodes, 1 client run: time" "$rs_cell" "$py_cell" "$ratio" ">= 10x faster" "$met"

@@ -73,6 +73,12 @@ fn hello_node(peers: &[&str]) -> (TempDir, Node) {
     (dir, node)
 }
 
+/// Asserts the run went well and brought `hello.txt` into `dir`.
+fn assert_fetched_hello(dir: &TempDir, run: &Run) {
+    assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
+    assert_eq!(dir.read("hello.txt"), HELLO);
+}
+
 /// Runs the client with `password` against `url` in `dir`, fetching everything.
 fn client(dir: &TempDir, password: &str, url: &str) -> Run {
     common::run(command(dir, &[password, "client", url, "."]))
@@ -140,8 +146,7 @@ mod password {
         let mut cmd = command(&dir, &["-", "client", &node.url, "."]);
         cmd.env("TINYP2P_PASSWORD", PW);
         let run = common::run(cmd);
-        assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
-        assert_eq!(dir.read("hello.txt"), HELLO);
+        assert_fetched_hello(&dir, &run);
     }
 
     #[test]
@@ -153,8 +158,7 @@ mod password {
         let node = Node::start(cmd);
         let dir = TempDir::new();
         let run = client(&dir, PW, &node.url);
-        assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
-        assert_eq!(dir.read("hello.txt"), HELLO);
+        assert_fetched_hello(&dir, &run);
     }
 
     #[test]
@@ -246,8 +250,7 @@ mod server {
         let (_shared, node) = hello_node(&[]);
         let dir = TempDir::new();
         let run = client(&dir, PW, &node.url);
-        assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
-        assert_eq!(dir.read("hello.txt"), HELLO);
+        assert_fetched_hello(&dir, &run);
         let line = format!("fetched hello.txt ({} bytes) from {}", HELLO.len(), node.url);
         assert!(run.stdout.lines().any(|l| l == line), "no {line:?} in:\n{}", run.stdout);
     }

@@ -390,6 +390,15 @@ fn dead_url() -> String {
     format!("http://{}", listener.local_addr().unwrap())
 }
 
+/// The size of a file under `dir` that process `pid` holds open (named or not), if any.
+fn download_size(pid: u32, dir: &Path) -> Option<u64> {
+    let dir = fs::canonicalize(dir).ok()?;
+    fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten().find_map(|fd| {
+        let target = fs::read_link(fd.path()).ok()?;
+        target.starts_with(&dir).then(|| fs::metadata(fd.path()).ok().map(|m| m.len()))?
+    })
+}
+
 /// Deterministic bytes that are not UTF-8 text (so they travel as base64).
 fn binary(len: usize) -> Vec<u8> {
     let mut x: u32 = 0x1234_5678;
@@ -1250,15 +1259,18 @@ mod faults {
         let url = node.url.clone();
         let dir = TempDir::new();
         let child = spawn_client(dir.path(), &url, "big");
-        let pid = child.id().to_string();
+        let pid = child.id();
+        // The download file may have no name (O_TMPFILE): watch the client's open files.
         let started =
-            common::eventually(Duration::from_secs(20), || dir.names().iter().any(|n| n.ends_with(".part")));
+            common::eventually(Duration::from_secs(20), || download_size(pid, dir.path()).unwrap_or(0) > 0);
         // Freeze the client so the transfer cannot finish, kill the node, let it go on.
-        let _ = Command::new("kill").args(["-STOP", &pid]).status();
+        let _ = Command::new("kill").args(["-STOP", &pid.to_string()]).status();
+        let got = download_size(pid, dir.path());
         node.kill();
-        let _ = Command::new("kill").args(["-CONT", &pid]).status();
+        let _ = Command::new("kill").args(["-CONT", &pid.to_string()]).status();
         let run = finish(child);
-        assert!(started, "no .part file appeared; stderr: {}", run.stderr);
+        assert!(started, "no download began; stderr: {}", run.stderr);
+        assert!(got.is_some_and(|n| n < 64 << 20), "the download was not cut: {got:?} bytes");
         assert_failed_naming(&run, &url);
         assert!(dir.names().is_empty(), "left behind: {:?}", dir.names());
     }

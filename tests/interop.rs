@@ -339,6 +339,23 @@ mod rust_client_and_python_nodes {
         assert_eq!(dir.names(), ["also.txt", "keep.txt"]);
     }
 
+    /// The Python node sends text raw, CR and all. The original client's XML parser turns
+    /// CR LF and a lone CR into LF (PROTOCOL.md); the `xmlrpc` crate keeps them. The Rust
+    /// client may read it either way, but must not garble it.
+    #[test]
+    fn raw_carriage_returns_from_python_arrive_raw_or_as_xml_line_feeds() {
+        let raw: &[u8] = b"one\r\ntwo\rthree\n";
+        let normalized: &[u8] = b"one\ntwo\nthree\n";
+        let network = Network::chain(&[(Kind::Python, &[("cr.txt", raw)])]);
+        let (python_dir, python_run) = network.fetch(Kind::Python, ".");
+        assert_success(&python_run);
+        assert_holds(&python_dir, &[("cr.txt", normalized)]);
+        let (rust_dir, rust_run) = network.fetch(Kind::Rust, ".");
+        assert_success(&rust_run);
+        let got = rust_dir.read("cr.txt");
+        assert!(got == raw || got == normalized, "garbled: {:?}", String::from_utf8_lossy(&got));
+    }
+
     #[test]
     fn the_rust_client_adds_nothing_to_a_python_network() {
         let (network, _dir, _run) = fetch_from_python(&[("a.txt", TEXT)], &[], ".");
