@@ -923,6 +923,7 @@ type Body = Box<dyn Read + Send>;
 fn serve(password: &str, host: &str, port: u16, peers: Vec<String>) -> Result<()> {
     let listener =
         TcpListener::bind((host, port)).with_context(|| format!("cannot listen on {host}:{port}"))?;
+    no_delay(&listener).context("cannot set TCP_NODELAY")?;
     let port = listener.local_addr().context("no local address")?.port();
     let url = format!("http://{host}:{port}");
     let server =
@@ -956,6 +957,25 @@ fn serve(password: &str, host: &str, port: u16, peers: Vec<String>) -> Result<()
     say_err(format_args!("listening on {}", node.url));
     let e = stop.recv().context("every worker stopped")?;
     bail!("{} stopped accepting connections: {e}", node.url)
+}
+
+/// Turns off Nagle's algorithm on the listener, which Linux passes on to every accepted
+/// connection: tiny_http writes a response's head and body apart, and Nagle's algorithm
+/// with delayed ACKs would then hold each body back for 40 ms.
+fn no_delay(listener: &TcpListener) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a valid socket, and an option value that outlives the call with its true size.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&raw const one).cast(),
+            len,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
 /// Answers one HTTP request and logs it in one line, as Python's server does.

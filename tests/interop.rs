@@ -315,6 +315,14 @@ mod rust_client_and_python_nodes {
     }
 
     #[test]
+    fn a_large_text_full_of_entities_from_python_arrives_byte_exact() {
+        let line = "a & b < c > d ]]> ü 世 🌍\n".as_bytes();
+        let text: Vec<u8> = line.iter().copied().cycle().take(line.len() * 40_000).collect();
+        let (_network, dir, _run) = fetch_from_python(&[("big.txt", &text)], &[], ".");
+        assert_holds(&dir, &[("big.txt", &text)]);
+    }
+
+    #[test]
     fn a_binary_file_python_sends_as_base64_arrives_byte_exact() {
         let binary = all_bytes();
         let (_network, dir, run) = fetch_from_python(&[("a.txt", TEXT)], &[("blob.bin", &binary)], ".");
@@ -508,11 +516,19 @@ mod joining {
     }
 
     #[test]
-    fn every_node_of_a_mixed_chain_of_four_knows_every_other() {
+    fn every_node_of_a_mixed_chain_of_four_knows_every_other_and_both_clients_reach_all() {
         let kinds = [Kind::Rust, Kind::Python, Kind::Rust, Kind::Python];
-        let shares: Vec<(Kind, &[File])> = kinds.iter().map(|&k| (k, &[][..])).collect();
+        let files: [&[File]; 4] =
+            [&[("n0.txt", b"zero")], &[("n1.txt", b"one")], &[("n2.txt", b"two")], &[("n3.txt", b"three")]];
+        let shares: Vec<(Kind, &[File])> = kinds.into_iter().zip(files).collect();
         let network = Network::chain(&shares);
         assert_all_know_all(&network.nodes.iter().collect::<Vec<_>>());
+        for client in [Kind::Rust, Kind::Python] {
+            let (dir, run) = network.fetch(client, ".");
+            assert_success(&run);
+            assert_eq!(dir.names(), ["n0.txt", "n1.txt", "n2.txt", "n3.txt"], "{client:?} client");
+            assert_holds(&dir, &files.concat());
+        }
     }
 
     #[test]
