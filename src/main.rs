@@ -182,12 +182,12 @@ fn timeout() -> Result<Duration> {
 
 /// Prints a line on stdout; a closed pipe is not an error.
 fn say(line: fmt::Arguments<'_>) {
-    let _ = writeln!(io::stdout().lock(), "{line}");
+    let _ = io::stdout().lock().write_all(format!("{line}\n").as_bytes());
 }
 
-/// Prints a line on stderr; a closed pipe is not an error.
+/// Prints a line on stderr in one write (stderr is unbuffered); a closed pipe is not an error.
 fn say_err(line: fmt::Arguments<'_>) {
-    let _ = writeln!(io::stderr().lock(), "{line}");
+    let _ = io::stderr().lock().write_all(format!("{line}\n").as_bytes());
 }
 
 // ---------------------------------------------------------------- token
@@ -1127,7 +1127,8 @@ impl Node {
         if let Some(regex) = cache.get(pattern) {
             return Ok(regex.clone());
         }
-        let regex = compile_regex(pattern).map_err(|e| format!("invalid regex {pattern:?}: {e}"))?;
+        let regex =
+            compile_regex(pattern).map_err(|e| format!("invalid regex {pattern:?}: {}", one_line(&e)))?;
         if cache.len() >= REGEX_CACHE {
             cache.clear();
         }
@@ -1149,6 +1150,13 @@ impl Node {
         *cache = settled.then(|| (stamp, names.clone()));
         Ok(names)
     }
+}
+
+/// The gist of a multi-line error (the regex crate draws a caret under the pattern).
+fn one_line(e: &impl fmt::Display) -> String {
+    let text = e.to_string();
+    let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+    last.trim().trim_start_matches("error: ").to_string()
 }
 
 /// Compiles a pattern with a size limit, so a hostile one cannot eat memory.
@@ -1373,7 +1381,7 @@ struct Job {
 
 /// The client: every file the pattern searches, from every node `url` knows.
 fn client(password: &str, url: &str, pattern: &str) -> Result<bool> {
-    let regex = compile_regex(pattern).with_context(|| format!("invalid regex {pattern:?}"))?;
+    let regex = compile_regex(pattern).map_err(|e| anyhow!("invalid regex {pattern:?}: {}", one_line(&e)))?;
     ignore_file_size_signal();
     let caller = Caller::new(password, timeout()?);
     let peers = caller.peer_list(url)?;

@@ -108,10 +108,11 @@ impl Node {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("listening on ") {
-                    let _ = tx.send(url.to_string());
-                }
+                let url = line.strip_prefix("listening on ").map(str::to_string);
                 sink.lock().unwrap().push(line);
+                if let Some(url) = url {
+                    let _ = tx.send(url);
+                }
             }
         });
         let url = match rx.recv_timeout(START_DEADLINE) {
