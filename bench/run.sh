@@ -19,7 +19,8 @@
 #         node1), one client run fetching everything (pattern `.`), tinyp2p vs Python;
 #      D. wrk, 2 threads, 64 connections, posting a mode-1 call (pattern `file`, valid
 #         token) to one node with 100 files: tinyp2p node vs Python node; req/s and errors
-#         (non-2xx responses + socket errors);
+#         (non-2xx responses + socket errors + 200 answers that are not the listing, the
+#         last counted by a Lua response() hook);
 #      Every fetched file is checked against its original (cmp / count + checksum), and
 #      the mode-1 answer is checked to be the listing (not a fault, not <boolean>0).
 #      Rows A-C run BENCH_RUNS times (default 3, tinyp2p and baseline interleaved) and
@@ -33,6 +34,7 @@
 #   BENCH_RESULTS=F   where to write the results (default bench/RESULTS.md; a quick run
 #                     writes nothing unless this is set)
 #   TINYP2P_BIN=PATH  benchmark this binary instead of building target/release/tinyp2p
+#   BENCH_KEEP=1      keep the temp folder (data, node logs, wrk output) for a look after
 #
 # Units: MB = 10^6 bytes (throughput and RSS). Exit status: 0 when every step ran and every
 # transfer was byte-exact (targets met or not), 1 when something failed (see the table and
@@ -116,7 +118,11 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     stop_all
-    rm -rf "$TMP"
+    if [[ ${BENCH_KEEP:-0} == 1 ]]; then
+        log "kept $TMP"
+    else
+        rm -rf "$TMP"
+    fi
     exit "$rc"
 }
 trap cleanup EXIT
@@ -174,9 +180,11 @@ EOF
 
 # ---------------------------------------------------------------- helpers
 FAILURES=()
-fail() {
-    FAILURES+=("$*")
-    log "FAILED: $*"
+fail() { # fail TEXT: records a failed step (multi-line stderr is folded into one line)
+    local msg=$*
+    msg=${msg//$'\n'/ | }
+    FAILURES+=("$msg")
+    log "FAILED: $msg"
 }
 
 token() { # token URL
@@ -241,9 +249,14 @@ fresh_dir() { # fresh_dir PATH: an empty folder
 
 vm_hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 
-mb() { calc "$1 / 1000000"; }          # bytes -> MB
 kb_to_mb() { calc "$1 * 1024 / 1000000"; } # KiB -> MB
 fmt() { printf "%.${2:-1}f" "$1"; }
+
+RAWS=()
+raw() { # raw TEXT: one line of per-run figures for the results
+    RAWS+=("$*")
+    log "$*"
+}
 
 ROWS=()
 row() { # row workload tinyp2p baseline ratio target met
@@ -265,6 +278,7 @@ done
 BIG_BYTES=$(stat -c %s "$TMP/A/share/big.txt")
 MED_BYTES=$(stat -c %s "$TMP/B/share/medium.txt")
 C_SUM=$(cat "$TMP"/C/n0/* "$TMP"/C/n1/* "$TMP"/C/n2/* | md5sum)
+sync # no writeback of the fresh data during the timed runs
 
 # ---------------------------------------------------------------- row A
 row_a() {
@@ -327,6 +341,7 @@ EOF
                 rs_t+=("$T_SECS")
                 rs_rss+=("$RSS_KB")
             fi
+            rm -rf "$TMP/A/out-rust" # its dirty pages go now, not in the next timed run
         fi
         fresh_dir "$TMP/A/out-nginx"
         timed "$TMP/A/out-nginx" "A-curl-$i" curl -s -o big.txt "$url"
@@ -336,12 +351,14 @@ EOF
         else
             ngx_t+=("$T_SECS")
         fi
+        rm -rf "$TMP/A/out-nginx"
     done
     rm -rf "$TMP/A/out-rust" "$TMP/A/out-nginx"
     if ((rs_ok)); then
         srv_hwm=$(vm_hwm_kb "$srv_pid")
     fi
     stop_all
+    raw "A, client run time (s): tinyp2p ${rs_t[*]:-none}; nginx + curl ${ngx_t[*]:-none}; tinyp2p client peak RSS (KiB): ${rs_rss[*]:-none}; server VmHWM (KiB): ${srv_hwm:-none}"
 
     local rs_mbs='' ngx_mbs='' rs_cell=FAILED ngx_cell=FAILED ratio='-' met='NO (failed)'
     if ((ngx_ok)); then
@@ -389,6 +406,7 @@ row_b() {
                 rs_t+=("$T_SECS")
                 rs_rss+=("$RSS_KB")
             fi
+            rm -rf "$TMP/B/out-rust"
         fi
         if ((py_ok)); then
             fresh_dir "$TMP/B/out-py"
@@ -400,10 +418,12 @@ row_b() {
                 py_t+=("$T_SECS")
                 py_rss+=("$RSS_KB")
             fi
+            rm -rf "$TMP/B/out-py"
         fi
     done
     rm -rf "$TMP/B/out-rust" "$TMP/B/out-py"
     stop_all
+    raw "B, client run time (s): tinyp2p ${rs_t[*]:-none}; Python ${py_t[*]:-none}; client peak RSS (KiB): tinyp2p ${rs_rss[*]:-none}; Python ${py_rss[*]:-none}"
 
     local rs_s='' py_s='' rs_cell=FAILED py_cell=FAILED ratio='-' met='NO (failed)'
     if ((rs_ok)); then
@@ -485,6 +505,7 @@ row_c() {
     done
     rm -rf "$TMP/C/out-rust" "$TMP/C/out-py"
     stop_all
+    raw "C, client run time (s): tinyp2p ${rs_t[*]:-none}; Python ${py_t[*]:-none}"
 
     local rs_s='' py_s='' rs_cell=FAILED py_cell=FAILED ratio='-' met='NO (failed)'
     ((rs_ok)) && rs_s=$(median "${rs_t[@]}") && rs_cell="$(fmt "$rs_s" 3) s"
@@ -558,6 +579,7 @@ EOF
     bad=$((bad - ${non2xx:-0}))
     WRK_ERR=$((${non2xx:-0} + ${sock:-0} + bad))
     WRK_DETAIL="${non2xx:-0} non-2xx, ${sock:-0} socket, $bad wrong answers"
+    raw "D, $([[ $kind == rust ]] && echo tinyp2p || echo Python) node: $(awk '/requests in/ { print $1, "requests in", $4 }' "$out") $(grep -o 'Socket errors:.*' "$out" || echo "no socket errors"), latency avg/stdev/max: $(awk '/Latency/ { print $2 "/" $3 "/" $4 }' "$out")"
     ((bad == 0)) || fail "D: $kind node gave $bad HTTP 200 answers under wrk that are not the listing (a fault, <boolean> or another body)"
     [[ -n $WRK_RPS ]] || {
         fail "D: no Requests/sec in wrk's output for the $kind node"
@@ -624,6 +646,10 @@ if [[ -n $RESULTS ]]; then
             printf -- '- %s\n' "${FAILURES[@]}"
             echo
         fi
+        echo "Per-run figures:"
+        echo
+        printf -- '- %s\n' "${RAWS[@]}"
+        echo
         echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
         echo "- machine: $(nproc) CPUs, $CPU, $(awk '/^MemTotal:/ { printf "%.1f GB RAM", $2 * 1024 / 1e9 }' /proc/meminfo), load average before the run: $LOAD_BEFORE"
         echo "- command: \`$CMD\` (from the repository root)"

@@ -50,8 +50,12 @@ const MAX_DEPTH: usize = 8;
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// Compiled regexes a node keeps: clients repeat the same few patterns.
 const REGEX_CACHE: usize = 64;
+/// How often the server nudges tiny_http's connection pool (see `nudge_pool`).
+const POOL_NUDGE: Duration = Duration::from_millis(200);
 /// Request threads: tiny_http has no socket timeouts, so stalled clients each hold one.
 const SERVER_WORKERS: usize = 64;
+/// Longest wait before a client starts its next worker (see `parallel`).
+const WORKER_STAGGER: Duration = Duration::from_millis(20);
 /// Peers a client lists, and files it downloads, at once.
 const CLIENT_WORKERS: usize = 8;
 /// Seconds allowed to connect and for each idle read or write (env `TINYP2P_TIMEOUT`).
@@ -952,11 +956,24 @@ fn serve(password: &str, host: &str, port: u16, peers: Vec<String>) -> Result<()
             }
         });
     }
+    let addr = server.server_addr().to_ip().context("no local address")?;
+    std::thread::spawn(move || nudge_pool(addr));
     // Workers run before the join, so a peer list that names this node reaches it.
     join(&node, &Caller::new(password, timeout()?));
     say_err(format_args!("listening on {}", node.url));
     let e = stop.recv().context("every worker stopped")?;
     bail!("{} stopped accepting connections: {e}", node.url)
+}
+
+/// Works around a race in tiny_http 0.12's connection thread pool: when connections
+/// arrive in a burst, a queued one can be left with no thread woken for it, to wait until
+/// some keep-alive connection closes. A connection of our own every POOL_NUDGE gives an
+/// idle or new pool thread the chance to take it up, so it waits at most that long.
+fn nudge_pool(addr: std::net::SocketAddr) {
+    loop {
+        std::thread::sleep(POOL_NUDGE);
+        let _ = std::net::TcpStream::connect_timeout(&addr, POOL_NUDGE);
+    }
 }
 
 /// Turns off Nagle's algorithm on the listener, which Linux passes on to every accepted
@@ -1450,18 +1467,27 @@ fn fetch(caller: &Caller, peers: &[String], job: &Job, report: &Report) {
 }
 
 /// Runs `work` on every item with at most CLIENT_WORKERS threads; results keep item order.
+/// Workers start one by one, each when the last finished its first item or after
+/// WORKER_STAGGER, since connections opened in a burst can stall in tiny_http (see `nudge_pool`).
 fn parallel<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let next = AtomicUsize::new(0);
     let results: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    let (next, results_ref, work) = (&next, &results, &work);
     std::thread::scope(|scope| {
         for _ in 0..CLIENT_WORKERS.min(items.len()) {
-            scope.spawn(|| {
+            let (started, first_done) = mpsc::channel();
+            scope.spawn(move || {
+                let mut started = Some(started);
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(item) = items.get(i) else { break };
-                    *results[i].lock().expect("result lock") = Some(work(item));
+                    *results_ref[i].lock().expect("result lock") = Some(work(item));
+                    if let Some(started) = started.take() {
+                        let _ = started.send(());
+                    }
                 }
             });
+            let _ = first_done.recv_timeout(WORKER_STAGGER);
         }
     });
     results.into_iter().map(|r| r.into_inner().expect("result lock").expect("every item ran")).collect()
