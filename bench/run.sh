@@ -35,6 +35,7 @@
 #                     writes nothing unless this is set)
 #   TINYP2P_BIN=PATH  benchmark this binary instead of building target/release/tinyp2p
 #   BENCH_KEEP=1      keep the temp folder (data, node logs, wrk output) for a look after
+#   BENCH_RUN_LIMIT=S kill a client run after S seconds (default 600) and count it failed
 #
 # Units: MB = 10^6 bytes (throughput and RSS). Exit status: 0 when every step ran and every
 # transfer was byte-exact (targets met or not), 1 when something failed (see the table and
@@ -230,16 +231,19 @@ start_node() {
 
 T_SECS='' RSS_KB='' RUN_RC=0
 # timed DIR OUTNAME CMD...: runs CMD in DIR under /usr/bin/time; sets T_SECS (monotonic
-# seconds), RSS_KB (peak RSS in KiB) and RUN_RC; stdout/stderr go to logs/OUTNAME.{out,err}.
+# seconds), RSS_KB (peak RSS in KiB) and RUN_RC (124: killed after RUN_LIMIT seconds);
+# stdout/stderr go to logs/OUTNAME.{out,err}.
+RUN_LIMIT=${BENCH_RUN_LIMIT:-600}
 timed() {
     local dir=$1 name=$2
     shift 2
     RUN_RC=0
-    (cd "$dir" && exec "$PY" "$TMP/timer.py" "$TMP/logs/$name.time" \
+    (cd "$dir" && exec "$PY" "$TMP/timer.py" "$TMP/logs/$name.time" timeout -k 5 "$RUN_LIMIT" \
         /usr/bin/time -f %M -o "$TMP/logs/$name.rss" "$@") \
         >"$TMP/logs/$name.out" 2>"$TMP/logs/$name.err" || RUN_RC=$?
     T_SECS=$(cat "$TMP/logs/$name.time")
-    RSS_KB=$(tail -n1 "$TMP/logs/$name.rss")
+    RSS_KB=$(tail -n1 "$TMP/logs/$name.rss" 2>/dev/null || echo 0)
+    ((RUN_RC != 124)) || echo "(killed: no exit within $RUN_LIMIT s)" >>"$TMP/logs/$name.err"
 }
 
 fresh_dir() { # fresh_dir PATH: an empty folder
@@ -316,10 +320,10 @@ EOF
     PIDS+=("$ngx_pid")
     url="http://127.0.0.1:$port/big.txt"
     for ((i = 0; i < 100; i++)); do
-        curl -sf -I -o /dev/null "$url" && break
+        curl -sf -m 5 -I -o /dev/null "$url" && break
         sleep 0.1
     done
-    curl -sf -I -o /dev/null "$url" || die "nginx did not start: $(cat "$TMP/logs/nginx.log" "$TMP/A/nginx/logs/error.log")"
+    curl -sf -m 5 -I -o /dev/null "$url" || die "nginx did not start: $(cat "$TMP/logs/nginx.log" "$TMP/A/nginx/logs/error.log")"
 
     if start_node rust "$TMP/A/share" A-rust-node; then
         srv_pid=$NODE_PID
@@ -548,14 +552,14 @@ function done(summary, latency, requests)
   io.write(string.format("Bad answers: %d\n", total))
 end
 EOF
-    answer=$(curl -s -H 'Content-Type: text/xml' --data-binary "$body" "$url/RPC2" || true)
+    answer=$(curl -s -m 30 -H 'Content-Type: text/xml' --data-binary "$body" "$url/RPC2" || true)
     if [[ $answer != *file000.txt* || $answer != *file099.txt* || $answer == *"<fault>"* || $answer == *"<boolean>"* ]]; then
         fail "D: $kind node's mode-1 answer is not the listing of 100 files: $(head -c 600 <<<"$answer")"
         stop_all
         return 1
     fi
     out="$TMP/logs/D-wrk-$kind.txt"
-    wrk -t2 -c64 -d"${WRK_SECS}s" -s "$TMP/D/post-$kind.lua" "$url/RPC2" >"$out" 2>&1 || {
+    timeout -k 5 $((WRK_SECS + 60)) wrk -t2 -c64 -d"${WRK_SECS}s" -s "$TMP/D/post-$kind.lua" "$url/RPC2" >"$out" 2>&1 || {
         fail "D: wrk against the $kind node failed: $(head -c 600 "$out")"
         stop_all
         return 1
@@ -616,6 +620,9 @@ row_d
 CPU=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 VERSION=$("$BIN" --version 2>/dev/null | head -n1 || true)
 COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "no commit")
+if [[ -n $(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null) ]]; then
+    COMMIT="$COMMIT + uncommitted changes to src/ or Cargo"
+fi
 CMD="bash bench/run.sh"
 [[ $QUICK == 1 ]] && CMD="BENCH_QUICK=1 $CMD"
 [[ -n ${BENCH_RUNS:-} ]] && CMD="BENCH_RUNS=$BENCH_RUNS $CMD"
