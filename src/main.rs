@@ -17,9 +17,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail};
 use hmac::{Hmac, KeyInit, Mac};
@@ -48,12 +48,16 @@ const MAX_NAME_LEN: usize = 255;
 const MAX_DEPTH: usize = 8;
 /// Compiled size limit of a regex, so a hostile pattern cannot eat memory or time.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
-/// Compiled regexes a node keeps: clients repeat the same few patterns.
-const REGEX_CACHE: usize = 64;
-/// How often the server nudges tiny_http's connection pool (see `nudge_pool`).
+/// Mode-1 answers a node keeps written, by pattern: clients repeat the same few patterns.
+const ANSWER_CACHE: usize = 64;
+/// How often the server nudges tiny_http's connection pool and checks for stuck workers.
 const POOL_NUDGE: Duration = Duration::from_millis(20);
-/// Request threads: tiny_http has no socket timeouts, so stalled clients each hold one.
-const SERVER_WORKERS: usize = 64;
+/// Request threads a node starts with: a few hot threads answer fastest on two cores.
+const MIN_WORKERS: usize = 4;
+/// Most request threads: tiny_http has no socket timeouts, so each stalled client holds one.
+const MAX_WORKERS: usize = 64;
+/// How long one request holds a worker before the node counts it stuck and adds a worker.
+const WORKER_STUCK: Duration = Duration::from_millis(100);
 /// Longest wait before a client starts its next worker (see `parallel`).
 const WORKER_STAGGER: Duration = Duration::from_millis(20);
 /// Peers a client lists, and files it downloads, at once.
@@ -871,7 +875,7 @@ struct Node {
     dir: PathBuf,
     peers: Mutex<Peers>,
     listing: Mutex<Option<(SystemTime, Arc<Vec<String>>)>>,
-    regexes: Mutex<HashMap<String, Regex>>,
+    answers: Mutex<Answers>,
 }
 
 /// A peer list in arrival order, with a set for fast membership.
@@ -900,14 +904,26 @@ impl Peers {
     }
 }
 
-/// What `f` answers: a value, or a file to stream.
+/// Mode-1 answers already written, by pattern, for the listing they were made from.
+#[derive(Default)]
+struct Answers {
+    listing: Arc<Vec<String>>,
+    by_pattern: HashMap<String, (Arc<[u8]>, usize)>,
+}
+
+/// What `f` answers: a written XML-RPC answer (with a note for the log), or a file to stream.
 enum Reply {
-    Value(Value),
+    Xml(Arc<[u8]>, String),
     File(File, Survey),
 }
 
+/// A value as a written answer.
+fn reply(value: Value) -> Reply {
+    Reply::Xml(answer_xml(&value).into(), describe_value(&value))
+}
+
 /// The body of every response but streamed content (see `send_content`).
-type Body = Cursor<Vec<u8>>;
+type Body = Cursor<Arc<[u8]>>;
 
 /// Serves the current folder as `http://HOST:PORT`, after joining through `peers`.
 fn serve(password: &str, host: &str, port: u16, peers: Vec<String>) -> Result<()> {
@@ -927,23 +943,12 @@ fn serve(password: &str, host: &str, port: u16, peers: Vec<String>) -> Result<()
         dir,
         peers: Mutex::new(list),
         listing: Mutex::new(None),
-        regexes: Mutex::new(HashMap::new()),
+        answers: Mutex::new(Answers::default()),
     });
-    let server = Arc::new(server);
-    let (stopped, stop) = mpsc::channel();
-    for _ in 0..SERVER_WORKERS {
-        let (server, node, stopped) = (server.clone(), node.clone(), stopped.clone());
-        std::thread::spawn(move || {
-            loop {
-                match server.recv() {
-                    Ok(request) => handle(&node, request),
-                    Err(e) => break stopped.send(e),
-                }
-            }
-        });
-    }
     let addr = server.server_addr().to_ip().context("no local address")?;
-    std::thread::spawn(move || nudge_pool(addr));
+    let (stopped, stop) = mpsc::channel();
+    let workers = Workers { server: Arc::new(server), node: node.clone(), stopped, origin: Instant::now() };
+    std::thread::spawn(move || workers.run(addr));
     // Workers run before the join, so a peer list that names this node reaches it.
     join(&node, &Caller::new(password, timeout()?));
     say_err(format_args!("listening on {}", node.url));
@@ -951,15 +956,73 @@ fn serve(password: &str, host: &str, port: u16, peers: Vec<String>) -> Result<()
     bail!("{} stopped accepting connections: {e}", node.url)
 }
 
-/// Works around a race in tiny_http 0.12's connection thread pool: when connections
-/// arrive in a burst, a queued one can be left with no thread woken for it, to wait until
-/// some keep-alive connection closes. A connection of our own every POOL_NUDGE gives an
-/// idle or new pool thread the chance to take it up, so it waits at most that long.
-fn nudge_pool(addr: std::net::SocketAddr) {
-    loop {
-        std::thread::sleep(POOL_NUDGE);
-        let _ = std::net::TcpStream::connect_timeout(&addr, POOL_NUDGE);
+/// The request workers. A few hot threads answer fastest (every idle thread woken in turn
+/// costs a cold start); one more joins whenever all have been held by one request for
+/// WORKER_STUCK (a large file, a stalled client: tiny_http has no timeouts to free them).
+struct Workers {
+    server: Arc<tiny_http::Server>,
+    node: Arc<Node>,
+    stopped: mpsc::Sender<io::Error>,
+    origin: Instant,
+}
+
+impl Workers {
+    /// Starts MIN_WORKERS, then every POOL_NUDGE nudges tiny_http's pool (see `nudge`) and
+    /// adds a worker if all are stuck, up to MAX_WORKERS.
+    fn run(self, addr: std::net::SocketAddr) {
+        let mut busy: Vec<Arc<AtomicU64>> = (0..MIN_WORKERS).map(|_| self.spawn()).collect();
+        loop {
+            std::thread::sleep(POOL_NUDGE);
+            // tiny_http 0.12's connection pool has a race: when connections arrive in a
+            // burst, some can be queued with no thread woken for them, until a keep-alive
+            // connection closes. Each connection of our own gives a pool thread the chance
+            // to take one up; while ours are not taken up at once, some wait: nudge again.
+            (0..MAX_WORKERS).take_while(|_| !nudge(addr)).for_each(drop);
+            let now = self.millis();
+            let stuck = |since: &Arc<AtomicU64>| match since.load(Ordering::Relaxed) {
+                0 => false,
+                since => now.saturating_sub(since) >= WORKER_STUCK.as_millis() as u64,
+            };
+            if busy.len() < MAX_WORKERS && busy.iter().all(stuck) {
+                busy.push(self.spawn());
+            }
+        }
     }
+
+    /// Starts a worker; what it returns holds when its current request began (0: idle).
+    fn spawn(&self) -> Arc<AtomicU64> {
+        let since = Arc::new(AtomicU64::new(0));
+        let (server, node, stopped, mark) =
+            (self.server.clone(), self.node.clone(), self.stopped.clone(), since.clone());
+        let origin = self.origin;
+        std::thread::spawn(move || {
+            loop {
+                match server.recv() {
+                    Ok(request) => {
+                        mark.store(origin.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
+                        handle(&node, request);
+                        mark.store(0, Ordering::Relaxed);
+                    }
+                    Err(e) => break stopped.send(e),
+                }
+            }
+        });
+        since
+    }
+
+    /// Milliseconds since the workers started, as the workers mark them (plus one).
+    fn millis(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64 + 1
+    }
+}
+
+/// Connects to this node and half-closes; true if tiny_http took the connection up (and
+/// closed it) within POOL_NUDGE, false if it sits queued behind others.
+fn nudge(addr: std::net::SocketAddr) -> bool {
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, POOL_NUDGE) else { return true };
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(POOL_NUDGE));
+    matches!(stream.read(&mut [0u8; 1]), Ok(0))
 }
 
 /// Turns off Nagle's algorithm on the listener, which Linux passes on to every accepted
@@ -1053,9 +1116,9 @@ fn respond(node: &Node, request: &mut Request) -> (Answer, String) {
         other => Err(format!("method {other:?} is not supported")),
     });
     match outcome {
-        Ok(Reply::Value(value)) => (Answer::Http(xml_response(answer_xml(&value))), describe_value(&value)),
+        Ok(Reply::Xml(xml, note)) => (Answer::Http(xml_response(xml)), note),
         Ok(Reply::File(file, plan)) => (Answer::Content(file, plan), format!("{} bytes", plan.raw)),
-        Err(why) => (Answer::Http(xml_response(fault_xml(&why))), format!("fault: {why}")),
+        Err(why) => (Answer::Http(xml_response(fault_xml(&why).into())), format!("fault: {why}")),
     }
 }
 
@@ -1073,22 +1136,19 @@ fn read_body(request: &mut Request) -> io::Result<Option<Vec<u8>>> {
 fn describe_value(value: &Value) -> String {
     match value {
         Value::Bool(false) => "wrong token".into(),
-        Value::Array(items) => match items.as_slice() {
-            [Value::Array(names)] => format!("{} names", names.len()),
-            _ => format!("{} peers", items.len()),
-        },
+        Value::Array(items) => format!("{} peers", items.len()),
         _ => "answered".into(),
     }
 }
 
 /// A plain-text HTTP error.
 fn plain(status: u16, text: &str) -> Response<Body> {
-    let body = Cursor::new(text.as_bytes().to_vec());
+    let body = Cursor::new(Arc::from(text.as_bytes()));
     Response::new(StatusCode(status), vec![], body, Some(text.len()), None)
 }
 
 /// A 200 XML response from bytes in memory.
-fn xml_response(xml: Vec<u8>) -> Response<Body> {
+fn xml_response(xml: Arc<[u8]>) -> Response<Body> {
     let len = xml.len();
     let body = Cursor::new(xml);
     Response::new(StatusCode(200), vec![xml_header()], body, Some(len), None)
@@ -1107,11 +1167,11 @@ impl Node {
         };
         let token = token.as_str().ok_or("the token must be a string")?;
         if !token_ok(&self.password, &self.url, token) {
-            return Ok(Reply::Value(Value::Bool(false)));
+            return Ok(reply(Value::Bool(false)));
         }
         match mode.as_i64().ok_or("the mode must be an integer")? {
-            0 => self.offer(arg).map(Reply::Value),
-            1 => self.search(arg).map(Reply::Value),
+            0 => self.offer(arg).map(reply),
+            1 => self.search(arg),
             _ => self.open(arg).map(|(file, plan)| Reply::File(file, plan)),
         }
     }
@@ -1126,13 +1186,30 @@ impl Node {
         Ok(peers.to_value())
     }
 
-    /// Mode 1: `[[names]]`, the servable names the regex searches.
-    fn search(&self, arg: &Value) -> Result<Value, String> {
+    /// Mode 1: `[[names]]`, the servable names the regex searches; written once per
+    /// pattern and listing, since clients repeat their patterns.
+    fn search(&self, arg: &Value) -> Result<Reply, String> {
         let pattern = arg.as_str().ok_or("mode 1 takes a regex string")?;
-        let regex = self.regex(pattern)?;
         let names = self.names().map_err(|e| format!("cannot list the shared folder: {e}"))?;
-        let found = names.iter().filter(|n| regex.is_match(n)).map(|n| Value::from(n.as_str()));
-        Ok(Value::Array(vec![Value::Array(found.collect())]))
+        let answers = self.answers.lock().expect("answer cache lock");
+        if let Some((xml, n)) =
+            answers.by_pattern.get(pattern).filter(|_| Arc::ptr_eq(&answers.listing, &names))
+        {
+            return Ok(Reply::Xml(xml.clone(), format!("{n} names")));
+        }
+        drop(answers);
+        let regex =
+            compile_regex(pattern).map_err(|e| format!("invalid regex {pattern:?}: {}", one_line(&e)))?;
+        let found: Vec<Value> =
+            names.iter().filter(|n| regex.is_match(n)).map(|n| Value::from(n.as_str())).collect();
+        let n = found.len();
+        let xml: Arc<[u8]> = answer_xml(&Value::Array(vec![Value::Array(found)])).into();
+        let mut answers = self.answers.lock().expect("answer cache lock");
+        if !Arc::ptr_eq(&answers.listing, &names) || answers.by_pattern.len() >= ANSWER_CACHE {
+            *answers = Answers { listing: names, by_pattern: HashMap::new() };
+        }
+        answers.by_pattern.insert(pattern.to_string(), (xml.clone(), n));
+        Ok(Reply::Xml(xml, format!("{n} names")))
     }
 
     /// Mode 2: the named file, opened and surveyed, if it is served.
@@ -1148,21 +1225,6 @@ impl Node {
         let plan = survey(&mut file, meta.len()).map_err(|e| format!("cannot read {name:?}: {e}"))?;
         io::Seek::rewind(&mut file).map_err(|e| format!("cannot read {name:?}: {e}"))?;
         Ok((file, plan))
-    }
-
-    /// A compiled regex, from a small cache since clients repeat their patterns.
-    fn regex(&self, pattern: &str) -> Result<Regex, String> {
-        let mut cache = self.regexes.lock().expect("regex cache lock");
-        if let Some(regex) = cache.get(pattern) {
-            return Ok(regex.clone());
-        }
-        let regex =
-            compile_regex(pattern).map_err(|e| format!("invalid regex {pattern:?}: {}", one_line(&e)))?;
-        if cache.len() >= REGEX_CACHE {
-            cache.clear();
-        }
-        cache.insert(pattern.to_string(), regex.clone());
-        Ok(regex)
     }
 
     /// The folder's servable names, sorted; scanned again only when the folder changed.
@@ -1480,7 +1542,7 @@ fn fetch(caller: &Caller, peers: &[String], job: &Job, report: &Report) {
 
 /// Runs `work` on every item with at most CLIENT_WORKERS threads; results keep item order.
 /// Workers start one by one, each when the last finished its first item or after
-/// WORKER_STAGGER, since connections opened in a burst can stall in tiny_http (see `nudge_pool`).
+/// WORKER_STAGGER, since connections opened in a burst can stall in tiny_http (see `Workers::run`).
 fn parallel<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let next = AtomicUsize::new(0);
     let results: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
