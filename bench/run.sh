@@ -479,35 +479,39 @@ row_c() {
     local i rs_ok=1 py_ok=1 rs_url='' py_url=''
     local -a rs_t=() py_t=()
     log "row C: $SMALL_TOTAL files of 1 KiB on three nodes, tinyp2p vs the Python original ($RUNS runs)"
+    # Each run fetches into a folder of its own, all removed after the row: on ext4
+    # without a journal (as here) every new inode is searched for past the inodes freed in
+    # the last 30 s, so deleting one run's 999 files slows the next run's file creation,
+    # a cost of the file system that would swamp what this row measures, for both sides.
     if start_chain rust; then rs_url=$C_URL; else rs_ok=0; fi
     if start_chain python; then py_url=$C_URL; else py_ok=0; fi
     for ((i = 1; i <= RUNS; i++)); do
         if ((rs_ok)); then
-            fresh_dir "$TMP/C/out-rust"
-            timed "$TMP/C/out-rust" "C-rust-client-$i" "$BIN" "$PW" client "$rs_url" '.'
+            fresh_dir "$TMP/C/out-rust-$i"
+            timed "$TMP/C/out-rust-$i" "C-rust-client-$i" "$BIN" "$PW" client "$rs_url" '.'
             if ((RUN_RC != 0)); then
                 fail "C: tinyp2p client exited $RUN_RC: $(head -c 2000 "$TMP/logs/C-rust-client-$i.err")"
                 rs_ok=0
-            elif check_c "$TMP/C/out-rust" tinyp2p; then
+            elif check_c "$TMP/C/out-rust-$i" tinyp2p; then
                 rs_t+=("$T_SECS")
             else
                 rs_ok=0
             fi
         fi
         if ((py_ok)); then
-            fresh_dir "$TMP/C/out-py"
-            timed "$TMP/C/out-py" "C-py-client-$i" "$PY" "$PEER_PY" "$PW" client "$py_url" '.'
+            fresh_dir "$TMP/C/out-py-$i"
+            timed "$TMP/C/out-py-$i" "C-py-client-$i" "$PY" "$PEER_PY" "$PW" client "$py_url" '.'
             if ((RUN_RC != 0)); then
                 fail "C: Python client exited $RUN_RC: $(tail -c 1000 "$TMP/logs/C-py-client-$i.err")"
                 py_ok=0
-            elif check_c "$TMP/C/out-py" Python; then
+            elif check_c "$TMP/C/out-py-$i" Python; then
                 py_t+=("$T_SECS")
             else
                 py_ok=0
             fi
         fi
     done
-    rm -rf "$TMP/C/out-rust" "$TMP/C/out-py"
+    rm -rf "$TMP"/C/out-rust-* "$TMP"/C/out-py-*
     stop_all
     raw "C, client run time (s): tinyp2p ${rs_t[*]:-none}; Python ${py_t[*]:-none}"
 

@@ -69,6 +69,9 @@ const DEFAULT_TIMEOUT_SECS: u64 = 10;
 const LISTING_SETTLE: Duration = Duration::from_millis(100);
 /// Bytes moved per step in the content path: large enough for few system calls.
 const CHUNK: usize = 64 * 1024;
+/// Bytes a client scans at a time: ureq buffers the socket, so small is cheap, and a
+/// small file costs no large zeroed buffer.
+const SCAN_BUFFER: usize = 16 * 1024;
 /// Largest single write of a response body to its socket.
 const SEND_BUFFER: usize = 256 * 1024;
 /// Raw bytes base64-encoded per step: a multiple of 3, so steps join without padding.
@@ -522,7 +525,9 @@ struct Survey {
 
 /// Reads `src` once to choose its encoding and the exact length of its encoded form.
 fn survey(src: &mut impl Read, size_hint: u64) -> io::Result<Survey> {
-    let (mut carry, mut buf) = (Utf8Carry::default(), vec![0; CHUNK]);
+    // sized to the file: zeroing a full chunk for each small file is most of its cost
+    let size = usize::try_from(size_hint).unwrap_or(CHUNK).clamp(1, CHUNK);
+    let (mut carry, mut buf) = (Utf8Carry::default(), vec![0; size]);
     let (mut raw, mut encoded) = (0u64, 0u64);
     loop {
         let n = read_full(src, &mut buf)?;
@@ -558,7 +563,9 @@ struct Encoder<R> {
 impl<R: Read> Encoder<R> {
     /// Encodes `src` as `plan` says.
     fn new(src: R, plan: Survey) -> Self {
-        let (raw, out) = (Vec::with_capacity(CHUNK), Vec::with_capacity(CHUNK * 2));
+        let fit = |len: u64, most: usize| usize::try_from(len).map_or(most, |len| len.min(most));
+        let (raw, out) =
+            (Vec::with_capacity(fit(plan.raw, CHUNK)), Vec::with_capacity(fit(plan.encoded, 2 * CHUNK)));
         let carry = Utf8Carry::default();
         Encoder { src, plan, raw_left: plan.raw, out_left: plan.encoded, carry, raw, out, pos: 0 }
     }
@@ -633,7 +640,7 @@ struct Scanner<R> {
 impl<R: Read> Scanner<R> {
     /// Scans `src` from its start.
     fn new(src: R) -> Self {
-        Scanner { src, buf: vec![0; CHUNK], pos: 0, end: 0 }
+        Scanner { src, buf: vec![0; SCAN_BUFFER], pos: 0, end: 0 }
     }
 
     /// The bytes read but not yet consumed.
@@ -1073,27 +1080,28 @@ fn handle(node: &Node, mut request: Request) {
 
 /// Streams a file's content as an XML-RPC answer with its exact length. It writes its own
 /// HTTP head because tiny_http copies a body 8 KiB per system call, which costs large
-/// files a third of the server's time; this writes a whole encoded chunk at once.
+/// files a third of the server's time; this sends up to SEND_BUFFER at once, and a small
+/// file's whole answer, head and all, in one write.
 fn send_content(request: Request, file: File, plan: Survey) -> io::Result<()> {
     let (head, tail) = content_frame(plan.encoding);
     let len = head.len() as u64 + plan.encoded + tail.len() as u64;
-    let version = request.http_version().clone();
+    let (major, minor) = (request.http_version().0, request.http_version().1);
     let mut out = request.into_writer();
-    write!(
-        out,
-        "HTTP/{}.{} 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {len}\r\n\r\n",
-        version.0, version.1
-    )?;
-    let mut body =
-        io::BufReader::with_capacity(SEND_BUFFER, head.chain(Encoder::new(file, plan)).chain(tail));
+    let mut buf =
+        format!("HTTP/{major}.{minor} 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {len}\r\n\r\n")
+            .into_bytes();
+    let size = usize::try_from(len).map_or(SEND_BUFFER, |len| (buf.len() + len).min(SEND_BUFFER));
+    let mut body = head.chain(Encoder::new(file, plan)).chain(tail);
     loop {
-        let chunk = io::BufRead::fill_buf(&mut body)?;
-        if chunk.is_empty() {
+        let start = buf.len();
+        buf.resize(size.max(start + 1), 0);
+        let n = read_full(&mut body, &mut buf[start..])?;
+        buf.truncate(start + n);
+        if buf.is_empty() {
             return out.flush();
         }
-        out.write_all(chunk)?;
-        let n = chunk.len();
-        io::BufRead::consume(&mut body, n);
+        out.write_all(&buf)?;
+        buf.clear();
     }
 }
 
