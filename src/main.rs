@@ -119,7 +119,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            say_err(format_args!("tinyp2p: {e:#}"));
+            say_err(format_args!("tinyp2p: {}", printable(&format!("{e:#}"))));
             ExitCode::FAILURE
         }
     }
@@ -191,6 +191,14 @@ fn timeout() -> Result<Duration> {
             _ => bail!("{TIMEOUT_ENV} must be a positive number of seconds, not {s:?}"),
         },
     }
+}
+
+/// An error text on one line, with control characters (a peer's words may hold any)
+/// escaped, so a message cannot break lines or drive the terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+        .collect()
 }
 
 /// Prints a line on stdout; a closed pipe is not an error.
@@ -1266,28 +1274,30 @@ fn compile_regex(pattern: &str) -> Result<Regex, regex::Error> {
 // ---------------------------------------------------------------- join
 
 /// Introduces this node to the network as the original did: the first peer, then every
-/// URL of the list in order while it grows, so every node reachable is told of us.
+/// URL of the list in order while it grows, so every node reachable is told of us. A peer
+/// that failed once is not tried again (the original called the first peer twice).
 fn join(node: &Node, caller: &Caller) {
     let at = |i: usize| node.peers.lock().expect("peer list lock").list.get(i).cloned();
-    let Some(first) = at(0) else { return };
-    introduce(node, caller, &first);
-    let mut i = 0;
-    while let Some(url) = at(i) {
-        introduce(node, caller, &url);
-        i += 1;
+    let mut failed = HashSet::new();
+    for url in at(0).into_iter().chain((0..).map_while(at)) {
+        if url != node.url && !failed.contains(&url) && !introduce(node, caller, &url) {
+            failed.insert(url);
+        }
     }
 }
 
-/// Sends our peer list to `url` and merges the list it answers; warns if that fails.
-fn introduce(node: &Node, caller: &Caller, url: &str) {
-    if url == node.url {
-        return;
-    }
+/// Sends our peer list to `url` and merges the list it answers; warns and returns false
+/// if that fails.
+fn introduce(node: &Node, caller: &Caller, url: &str) -> bool {
     let offer = node.peers.lock().expect("peer list lock").to_value();
     match caller.call(url, 0, offer).and_then(|answer| strings(&answer, url)) {
         Ok(urls) => node.peers.lock().expect("peer list lock").merge(urls.iter().map(String::as_str)),
-        Err(e) => say_err(format_args!("tinyp2p: warning: cannot join {url}: {e:#}")),
+        Err(e) => {
+            say_err(format_args!("tinyp2p: warning: cannot join {url}: {}", printable(&format!("{e:#}"))));
+            return false;
+        }
     }
+    true
 }
 
 /// The strings of an answer that must be a list of strings.
@@ -1457,7 +1467,7 @@ impl Report {
     /// Something failed; the message names the node.
     fn failed(&self, why: fmt::Arguments<'_>) {
         self.failed.fetch_add(1, Ordering::Relaxed);
-        say_err(format_args!("tinyp2p: {why}"));
+        say_err(format_args!("tinyp2p: {}", printable(&why.to_string())));
     }
 
     /// Prints the summary line; true if nothing failed.
@@ -1875,6 +1885,11 @@ mod tests {
             ] {
                 assert!(!plain_name(bad), "{bad:?}");
             }
+        }
+
+        #[test]
+        fn error_text_from_peers_stays_on_one_printable_line() {
+            assert_eq!(printable("a\nb\x1b[31m\u{7f}ü"), "a\\nb\\u{1b}[31m\\u{7f}ü");
         }
 
         #[test]
