@@ -52,6 +52,9 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 const ANSWER_CACHE: usize = 64;
 /// How often the server nudges tiny_http's connection pool and checks for stuck workers.
 const POOL_NUDGE: Duration = Duration::from_millis(20);
+/// Nudges with no request served that a node still counts as busy; when idle it nudges
+/// once in as many (every second).
+const ACTIVE_TICKS: u32 = 50;
 /// Request threads a node starts with: a few hot threads answer fastest on two cores.
 const MIN_WORKERS: usize = 4;
 /// Most request threads: tiny_http has no socket timeouts, so each stalled client holds one.
@@ -962,7 +965,13 @@ fn serve(password: &str, host: &str, port: u16, peers: Vec<String>) -> Result<()
     });
     let addr = server.server_addr().to_ip().context("no local address")?;
     let (stopped, stop) = mpsc::channel();
-    let workers = Workers { server: Arc::new(server), node: node.clone(), stopped, origin: Instant::now() };
+    let workers = Workers {
+        server: Arc::new(server),
+        node: node.clone(),
+        stopped,
+        origin: Instant::now(),
+        served: Arc::default(),
+    };
     std::thread::spawn(move || workers.run(addr));
     // Workers run before the join, so a peer list that names this node reaches it.
     join(&node, &Caller::new(password, timeout()?));
@@ -979,6 +988,7 @@ struct Workers {
     node: Arc<Node>,
     stopped: mpsc::Sender<io::Error>,
     origin: Instant,
+    served: Arc<AtomicUsize>,
 }
 
 impl Workers {
@@ -986,13 +996,20 @@ impl Workers {
     /// adds a worker if all are stuck, up to MAX_WORKERS.
     fn run(self, addr: std::net::SocketAddr) {
         let mut busy: Vec<Arc<AtomicU64>> = (0..MIN_WORKERS).map(|_| self.spawn()).collect();
+        let (mut served, mut quiet) = (0, 0u32);
         loop {
             std::thread::sleep(POOL_NUDGE);
+            let now_served = self.served.load(Ordering::Relaxed);
+            quiet = if now_served == served { quiet.saturating_add(1) } else { 0 };
+            served = now_served;
             // tiny_http 0.12's connection pool has a race: when connections arrive in a
             // burst, some can be queued with no thread woken for them, until a keep-alive
             // connection closes. Each connection of our own gives a pool thread the chance
             // to take one up; while ours are not taken up at once, some wait: nudge again.
-            (0..MAX_WORKERS).take_while(|_| !nudge(addr)).for_each(drop);
+            // An idle node nudges seldom, so it costs next to nothing.
+            if quiet < ACTIVE_TICKS || quiet % ACTIVE_TICKS == 0 {
+                (0..MAX_WORKERS).take_while(|_| !nudge(addr)).for_each(drop);
+            }
             let now = self.millis();
             let stuck = |since: &Arc<AtomicU64>| match since.load(Ordering::Relaxed) {
                 0 => false,
@@ -1009,6 +1026,7 @@ impl Workers {
         let since = Arc::new(AtomicU64::new(0));
         let (server, node, stopped, mark) =
             (self.server.clone(), self.node.clone(), self.stopped.clone(), since.clone());
+        let served = self.served.clone();
         let origin = self.origin;
         std::thread::spawn(move || {
             loop {
@@ -1017,6 +1035,7 @@ impl Workers {
                         mark.store(origin.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
                         handle(&node, request);
                         mark.store(0, Ordering::Relaxed);
+                        served.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) => break stopped.send(e),
                 }
