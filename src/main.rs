@@ -65,6 +65,8 @@ const WORKER_STUCK: Duration = Duration::from_millis(100);
 const WORKER_STAGGER: Duration = Duration::from_millis(20);
 /// Peers a client lists, and files it downloads, at once.
 const CLIENT_WORKERS: usize = 8;
+/// A non-content answer must arrive whole within this many network timeouts.
+const ANSWER_DEADLINE_TIMEOUTS: u32 = 6;
 /// Seconds allowed to connect and for each idle read or write (env `TINYP2P_TIMEOUT`).
 const DEFAULT_TIMEOUT_SECS: u64 = 10;
 /// Age a folder's mtime must have before its listing is cached: a change within one
@@ -1348,6 +1350,9 @@ fn kind(value: &Value) -> &'static str {
 struct Caller {
     agent: ureq::Agent,
     password: Vec<u8>,
+    /// Whole-call limit on answers read into memory: a peer trickling a byte at a time
+    /// beats any idle timeout.
+    answer_deadline: Duration,
 }
 
 /// The xmlrpc crate's transport over a `Caller`, reading at most MAX_ANSWER_BYTES.
@@ -1366,7 +1371,8 @@ impl Transport for Post<'_> {
         let mut body = Vec::new();
         request.write_as_xml(&mut body)?;
         let mut answer = Vec::new();
-        self.caller.send(self.url, &body)?.take(MAX_ANSWER_BYTES + 1).read_to_end(&mut answer)?;
+        let deadline = Some(self.caller.answer_deadline);
+        self.caller.send(self.url, &body, deadline)?.take(MAX_ANSWER_BYTES + 1).read_to_end(&mut answer)?;
         if answer.len() as u64 > MAX_ANSWER_BYTES {
             return Err(format!("answer larger than {MAX_ANSWER_BYTES} bytes").into());
         }
@@ -1386,12 +1392,23 @@ impl Caller {
             .timeout_per_write(Some(timeout))
             .max_idle_connections_per_host(CLIENT_WORKERS)
             .build();
-        Caller { agent: ureq::Agent::new_with_config(config), password: password.as_bytes().to_vec() }
+        let (agent, password) = (ureq::Agent::new_with_config(config), password.as_bytes().to_vec());
+        Caller { agent, password, answer_deadline: timeout * ANSWER_DEADLINE_TIMEOUTS }
     }
 
-    /// Posts an XML-RPC body to a node and returns the answer's body as it arrives.
-    fn send(&self, url: &str, body: &[u8]) -> Result<impl Read + use<>, ureq::Error> {
-        let answer = self.agent.post(endpoint(url)).header("Content-Type", "text/xml").send(body)?;
+    /// Posts an XML-RPC body to a node and returns the answer's body as it arrives, all
+    /// within `deadline` if one is given.
+    fn send(
+        &self,
+        url: &str,
+        body: &[u8],
+        deadline: Option<Duration>,
+    ) -> Result<impl Read + use<>, ureq::Error> {
+        let mut post = self.agent.post(endpoint(url));
+        if deadline.is_some() {
+            post = post.config().timeout_global(deadline).build();
+        }
+        let answer = post.header("Content-Type", "text/xml").send(body)?;
         Ok(answer.into_body().into_reader())
     }
 
@@ -1437,7 +1454,7 @@ impl Caller {
     fn download(&self, url: &str, name: &str) -> Result<(Part, u64)> {
         let mut part = Part::create().context("cannot create a file in the current folder")?;
         let request = call_xml(&token(&self.password, url), 2, Value::from(name));
-        let answer = self.send(url, &request).map_err(|e| anyhow!("{url}: {e}"))?;
+        let answer = self.send(url, &request, None).map_err(|e| anyhow!("{url}: {e}"))?;
         let streamed = decode_content(answer, &mut part.file).with_context(|| format!("{url}: {name:?}"))?;
         if let Some(size) = streamed {
             return Ok((part, size));

@@ -59,6 +59,8 @@ enum Reply {
     Hold(Vec<u8>),
     /// Writes the first bytes, then the second ones over and over until the client goes.
     Endless(Vec<u8>, Vec<u8>),
+    /// Writes the first bytes, then one space every 100 ms, never idle long enough to time out.
+    Trickle(Vec<u8>),
 }
 
 /// A script: the answer to one call, given the call and the fake's own URL.
@@ -158,6 +160,12 @@ fn serve(
         Reply::Endless(head, filler) => {
             let _ = conn.write_all(&head);
             while conn.write_all(&filler).is_ok() {}
+        }
+        Reply::Trickle(head) => {
+            let _ = conn.write_all(&head);
+            while conn.write_all(b" ").is_ok() {
+                std::thread::sleep(Duration::from_millis(100)); // the pace is the test
+            }
         }
     }
 }
@@ -890,6 +898,14 @@ mod floods {
     #[test]
     fn a_listing_that_never_ends_is_cut_at_the_cap_and_the_others_still_arrive() {
         bad_then_good(|ask| (ask.mode == 1).then(|| endless("<params><param><value><array><data><value>")));
+    }
+
+    #[test]
+    fn a_listing_trickled_a_byte_at_a_time_is_cut_at_the_deadline() {
+        bad_then_good(|ask| {
+            let head = http_unframed(b"<?xml version=\"1.0\"?><methodResponse><params><param><value>");
+            (ask.mode == 1).then(|| Reply::Trickle(head))
+        });
     }
 
     #[test]
