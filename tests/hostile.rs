@@ -902,10 +902,8 @@ mod floods {
 
     #[test]
     fn a_listing_trickled_a_byte_at_a_time_is_cut_at_the_deadline() {
-        bad_then_good(|ask| {
-            let head = http_unframed(b"<?xml version=\"1.0\"?><methodResponse><params><param><value>");
-            (ask.mode == 1).then(|| Reply::Trickle(head))
-        });
+        let opening = b"<?xml version=\"1.0\"?><methodResponse><params><param><value>";
+        bad_then_good(move |ask| (ask.mode == 1).then(|| Reply::Trickle(http_unframed(opening))));
     }
 
     #[test]
