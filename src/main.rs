@@ -36,8 +36,12 @@ use xmlrpc::{Fault, Transport, Value};
 const MAX_PEERS: usize = 10_000;
 /// Largest non-content answer (peer list, listing, fault) a client reads into memory.
 const MAX_ANSWER_BYTES: u64 = 16 << 20;
-/// Largest request body a node reads: a full 10,000-peer list fits several times over.
-const MAX_REQUEST_BYTES: u64 = 8 << 20;
+/// Largest request body a node reads: a full 10,000-peer list fits twice over.
+const MAX_REQUEST_BYTES: u64 = 2 << 20;
+/// Largest unread request body a node lets tiny_http skip (see `refuse`).
+const DRAIN_LIMIT: u64 = 1 << 30;
+/// Most items in one XML-RPC list a node reads: no answer or offer needs more.
+const MAX_ITEMS: usize = MAX_PEERS;
 /// Largest file a client streams to disk, so a peer cannot fill the disk without end.
 const MAX_FILE_BYTES: u64 = 16 << 30;
 /// Longest peer URL kept: real ones are `http://host:port`.
@@ -46,6 +50,9 @@ const MAX_URL_LEN: usize = 512;
 const MAX_NAME_LEN: usize = 255;
 /// Deepest XML-RPC nesting read: `f` takes at most a list of strings, answers a list of lists.
 const MAX_DEPTH: usize = 8;
+/// Deepest element nesting in an answer the client lets the xmlrpc crate parse: a listing
+/// is 11 deep, a fault 7.
+const MAX_XML_DEPTH: usize = 32;
 /// Compiled size limit of a regex, so a hostile pattern cannot eat memory or time.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// Mode-1 answers a node keeps written, by pattern: clients repeat the same few patterns.
@@ -70,10 +77,14 @@ const ANSWER_DEADLINE_TIMEOUTS: u32 = 6;
 /// Seconds allowed to connect and for each idle read or write (env `TINYP2P_TIMEOUT`).
 const DEFAULT_TIMEOUT_SECS: u64 = 10;
 /// Age a folder's mtime must have before its listing is cached: a change within one
-/// file-system clock tick could otherwise leave the mtime, and the stale cache, as they were.
-const LISTING_SETTLE: Duration = Duration::from_millis(100);
+/// file-system clock tick (up to 2 s on some) could otherwise leave the mtime, and the
+/// stale cache, as they were.
+const LISTING_SETTLE: Duration = Duration::from_secs(2);
 /// Bytes moved per step in the content path: large enough for few system calls.
 const CHUNK: usize = 64 * 1024;
+/// Most white space a client skips in an answer's framing, or beyond one in four
+/// characters of base64 (where lines break every 76): more is a peer stalling in plain sight.
+const MAX_WHITE_SPACE: usize = 1 << 20;
 /// Bytes a client scans at a time: ureq buffers the socket, so small is cheap, and a
 /// small file costs no large zeroed buffer.
 const SCAN_BUFFER: usize = 16 * 1024;
@@ -270,31 +281,38 @@ fn fault_xml(why: &str) -> Vec<u8> {
     body
 }
 
-/// Refuses XML that must not reach a parser: DTDs (entity bombs) and deep nesting
-/// (the xmlrpc crate's parser recurses once per level).
-fn check_xml(xml: &[u8]) -> Result<(), String> {
-    if memmem::find(xml, b"<!DOCTYPE").is_some() || memmem::find(xml, b"<!ENTITY").is_some() {
-        return Err("XML with a DTD is refused".into());
+/// Refuses XML with a DTD: its entities are a way to blow a small body up (entity bombs).
+fn refuse_dtd(xml: &[u8]) -> Result<(), String> {
+    match memmem::find(xml, b"<!DOCTYPE").or_else(|| memmem::find(xml, b"<!ENTITY")) {
+        Some(_) => Err("XML with a DTD is refused".into()),
+        None => Ok(()),
     }
-    let (mut depth, mut at) = (0usize, 0);
-    while let Some(i) = memchr(b'<', &xml[at..]) {
-        let tag = &xml[at + i..];
-        if tag.starts_with(b"<array") || tag.starts_with(b"<struct") {
-            depth += 1;
-        } else if tag.starts_with(b"</array") || tag.starts_with(b"</struct") {
-            depth = depth.saturating_sub(1);
+}
+
+/// Refuses an answer the xmlrpc crate must not parse: a DTD, or elements nested deeper
+/// than MAX_XML_DEPTH, since its parser recurses once per level and a deep enough answer
+/// would overflow the stack. The depth is counted by the same XML reader the crate uses,
+/// so comments, CDATA and other encodings cannot hide a level.
+fn check_answer(xml: &[u8]) -> Result<(), String> {
+    refuse_dtd(xml)?;
+    let mut depth = 0usize;
+    for event in EventReader::new(xml) {
+        match event {
+            Ok(XmlEvent::StartElement { .. }) if depth == MAX_XML_DEPTH => {
+                return Err("answer nested too deeply".into());
+            }
+            Ok(XmlEvent::StartElement { .. }) => depth += 1,
+            Ok(XmlEvent::EndElement { .. }) => depth = depth.saturating_sub(1),
+            Ok(XmlEvent::EndDocument) | Err(_) => break, // errors are the crate's to report
+            Ok(_) => {}
         }
-        if depth > MAX_DEPTH {
-            return Err("XML nested too deeply".into());
-        }
-        at += i + 1;
     }
     Ok(())
 }
 
 /// Parses a `<methodCall>` into its method name and parameters.
 fn parse_call(body: &[u8]) -> Result<(String, Vec<Value>), String> {
-    check_xml(body)?;
+    refuse_dtd(body)?;
     let mut x = XmlIn { reader: EventReader::new(body), peeked: None };
     x.open("methodCall")?;
     x.open("methodName")?;
@@ -412,6 +430,9 @@ impl XmlIn<'_> {
                 self.open("data")?;
                 let mut items = Vec::new();
                 while !matches!(self.peek()?, XmlEvent::EndElement { .. }) {
+                    if items.len() == MAX_ITEMS {
+                        return Err(format!("lists of more than {MAX_ITEMS} items are refused"));
+                    }
                     items.push(self.value(depth + 1)?);
                 }
                 self.close("data")?;
@@ -571,6 +592,7 @@ struct Encoder<R> {
     raw: Vec<u8>,
     out: Vec<u8>,
     pos: usize,
+    finished: bool,
 }
 
 impl<R: Read> Encoder<R> {
@@ -580,21 +602,29 @@ impl<R: Read> Encoder<R> {
         let (raw, out) =
             (Vec::with_capacity(fit(plan.raw, CHUNK)), Vec::with_capacity(fit(plan.encoded, 2 * CHUNK)));
         let carry = Utf8Carry::default();
-        Encoder { src, plan, raw_left: plan.raw, out_left: plan.encoded, carry, raw, out, pos: 0 }
+        Encoder {
+            src,
+            plan,
+            raw_left: plan.raw,
+            out_left: plan.encoded,
+            carry,
+            raw,
+            out,
+            pos: 0,
+            finished: false,
+        }
     }
 
-    /// Encodes the next chunk into `out`; leaves it empty at the end.
+    /// Encodes the next chunk into `out` (which may stay empty when a chunk ends inside a
+    /// character); at the end, checks the file ended where the survey said and finishes.
     fn refill(&mut self) -> io::Result<()> {
         let changed = || io::Error::other("the file changed while it was being sent");
         self.out.clear();
         self.pos = 0;
         if self.raw_left == 0 {
             let more = read_full(&mut self.src, &mut [0u8; 1])?;
-            return if more == 0 && self.out_left == 0 && self.carry.is_empty() {
-                Ok(())
-            } else {
-                Err(changed())
-            };
+            self.finished = more == 0 && self.out_left == 0 && self.carry.is_empty();
+            return if self.finished { Ok(()) } else { Err(changed()) };
         }
         let step = if self.plan.encoding == Encoding::Text { CHUNK } else { B64_CHUNK };
         self.raw.resize(step.min(self.raw_left as usize), 0);
@@ -618,7 +648,7 @@ impl<R: Read> Encoder<R> {
 
 impl<R: Read> Read for Encoder<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.pos == self.out.len() {
+        while self.pos == self.out.len() && !self.finished {
             self.refill()?;
         }
         let n = buf.len().min(self.out.len() - self.pos);
@@ -692,9 +722,14 @@ impl<R: Read> Scanner<R> {
 
     /// Consumes XML white space.
     fn skip_ws(&mut self) -> io::Result<()> {
+        let mut skipped = 0;
         loop {
             let ws = self.available().iter().take_while(|b| b" \t\r\n".contains(b)).count();
             self.advance(ws);
+            skipped += ws;
+            if skipped > MAX_WHITE_SPACE {
+                return Err(io::Error::other("an answer padded with endless white space"));
+            }
             if !self.available().is_empty() || !self.fill()? {
                 return Ok(());
             }
@@ -859,11 +894,17 @@ fn number(digits: &[u8], radix: u32) -> Option<char> {
 /// Streams base64 text up to `</base64>`, skipping white space; `None` on anything else.
 fn stream_base64(s: &mut Scanner<impl Read>, out: &mut impl Write) -> io::Result<Option<u64>> {
     let (mut quads, mut bytes, mut total) = (Vec::with_capacity(CHUNK), vec![0; CHUNK], 0u64);
+    let (mut chars, mut spaces) = (0usize, 0usize);
     loop {
         let avail = s.available();
         let stop = memchr(b'<', avail);
         let run = &avail[..stop.unwrap_or(avail.len())];
+        let before = quads.len();
         quads.extend(run.iter().filter(|b| !b" \t\r\n".contains(b)));
+        (chars, spaces) = (chars + quads.len() - before, spaces + run.len() - (quads.len() - before));
+        if spaces > chars / 4 + MAX_WHITE_SPACE {
+            return Err(io::Error::other("base64 padded with endless white space"));
+        }
         let used = run.len();
         s.advance(used);
         let whole = if stop.is_some() { quads.len() } else { quads.len() / 4 * 4 };
@@ -1089,21 +1130,35 @@ enum Answer {
 /// Answers one HTTP request and logs it in one line, as Python's server does.
 fn handle(node: &Node, mut request: Request) {
     let who = request.remote_addr().map_or("-".to_string(), |a| a.ip().to_string());
-    let line = format!("{who} \"{} {}\"", request.method(), request.url());
+    let line = printable(&format!("{who} \"{} {}\"", request.method(), request.url()));
+    let unread = request.body_length().is_some_and(|n| n as u64 > MAX_REQUEST_BYTES);
     let (answer, what) = respond(node, &mut request);
     let (status, sent) = match answer {
-        Answer::Http(response) if response.status_code().0 == 413 => {
-            // tiny_http reads an unread body to its end before it lets go of the request,
-            // which a hostile client can drag out for ever: let that hold a thread of its own.
-            std::thread::spawn(move || request.respond(response));
-            (413, Ok(()))
+        Answer::Http(response) if unread || response.status_code().0 == 413 => {
+            let status = response.status_code().0;
+            refuse(request, response);
+            (status, Ok(()))
         }
         Answer::Http(response) => (response.status_code().0, request.respond(response)),
         Answer::Content(file, plan) => (200, send_content(request, file, plan)),
     };
     match sent {
-        Ok(()) => say_err(format_args!("{line} {status} {what}")),
-        Err(e) => say_err(format_args!("{line} {status} {what}: sending failed: {e}")),
+        Ok(()) => say_err(format_args!("{line} {status} {}", printable(&what))),
+        Err(e) => say_err(format_args!("{line} {status} {}: sending failed: {e}", printable(&what))),
+    }
+}
+
+/// Answers a request whose body is left unread. When tiny_http lets go of a request, it
+/// reads the rest of its body, first allocating a buffer of the size the client declared:
+/// a wait a client can drag out (so that holds a thread of its own), and for a terabyte
+/// an abort of the whole node. A body declared over DRAIN_LIMIT is therefore never let go
+/// of: the answer goes out as an "upgrade", which hands the connection to us, and we keep
+/// it, unread and open, until the node stops (a thread and a socket each, no memory).
+fn refuse(request: Request, response: Response<Body>) {
+    if request.body_length().is_some_and(|n| n as u64 > DRAIN_LIMIT) {
+        std::mem::forget(request.upgrade("close", response));
+    } else {
+        std::thread::spawn(move || request.respond(response));
     }
 }
 
@@ -1121,15 +1176,25 @@ fn send_content(request: Request, file: File, plan: Survey) -> io::Result<()> {
             .into_bytes();
     let size = usize::try_from(len).map_or(SEND_BUFFER, |len| (buf.len() + len).min(SEND_BUFFER));
     let mut body = head.chain(Encoder::new(file, plan)).chain(tail);
+    let mut left = len + buf.len() as u64;
     loop {
         let start = buf.len();
         buf.resize(size.max(start + 1), 0);
-        let n = read_full(&mut body, &mut buf[start..])?;
-        buf.truncate(start + n);
+        let read = read_full(&mut body, &mut buf[start..]);
+        buf.truncate(start + *read.as_ref().unwrap_or(&0));
+        out.write_all(&buf)?;
+        left -= buf.len() as u64;
+        if let Err(e) = read {
+            // The file changed: the head promised `len` bytes, and tiny_http keeps the
+            // connection open, so a short answer would leave the client waiting. NUL
+            // bytes, which no XML parser takes, make it fail at once instead.
+            io::copy(&mut io::repeat(0).take(left), &mut out)?;
+            out.flush()?;
+            return Err(e);
+        }
         if buf.is_empty() {
             return out.flush();
         }
-        out.write_all(&buf)?;
         buf.clear();
     }
 }
@@ -1254,7 +1319,10 @@ impl Node {
         let name = arg.as_str().ok_or("mode 2 takes a file name")?;
         let refused = || format!("no such file: {name:?}");
         let path = servable(&self.dir, name).ok_or_else(refused)?;
-        let mut file = File::open(&path).map_err(|_| refused())?;
+        // Not through a link swapped in since the check, nor blocking on a FIFO.
+        let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK;
+        let mut file =
+            OpenOptions::new().read(true).custom_flags(flags).open(&path).map_err(|_| refused())?;
         let meta = file.metadata().map_err(|_| refused())?;
         if !meta.is_file() {
             return Err(refused());
@@ -1376,7 +1444,7 @@ impl Transport for Post<'_> {
         if answer.len() as u64 > MAX_ANSWER_BYTES {
             return Err(format!("answer larger than {MAX_ANSWER_BYTES} bytes").into());
         }
-        check_xml(&answer)?;
+        check_answer(&answer)?;
         Ok(Cursor::new(answer))
     }
 }
@@ -1976,9 +2044,13 @@ mod tests {
 
         #[test]
         fn a_file_that_changes_after_its_survey_is_cut_short() {
-            for (before, after) in
-                [(&b"abc"[..], &b"ab"[..]), (b"abc", b"abcd"), (b"abc", b"a<c"), (b"abc", b"a\xffc")]
-            {
+            for (before, after) in [
+                (&b"abc"[..], &b"ab"[..]),
+                (b"abc", b"abcd"),
+                (b"abc", b"a<c"),
+                (b"abc", b"a\xffc"),
+                (b"a", b"\xc3"),
+            ] {
                 let mut sent = Vec::new();
                 let result = Encoder::new(after, plan(before)).read_to_end(&mut sent);
                 assert!(result.is_err(), "{before:?} -> {after:?} sent {sent:?}");
@@ -2078,6 +2150,23 @@ mod tests {
             let body = call_xml("t", 2, Value::from("a&b"));
             let (_, params) = parse_call(&body).unwrap();
             assert_eq!(params, vec![Value::from("t"), Value::Int(2), Value::from("a&b")]);
+        }
+
+        #[test]
+        fn answers_nested_deeper_than_the_limit_are_refused_however_they_hide_it() {
+            let listing = answer_xml(&Value::Array(vec![Value::Array(vec![Value::from("a")])]));
+            assert_eq!(check_answer(&listing), Ok(()));
+            assert_eq!(check_answer(&fault_xml("no")), Ok(()));
+            let hidden = [
+                "<value><array><data>",
+                "<value><array><data><!--</array>-->",
+                "<value><array><data><![CDATA[</array>]]>",
+            ];
+            for level in hidden {
+                let deep =
+                    format!("<?xml version=\"1.0\"?><methodResponse><params><param>{}", level.repeat(5000));
+                assert!(check_answer(deep.as_bytes()).is_err(), "{level}");
+            }
         }
 
         #[test]

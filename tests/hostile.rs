@@ -1322,6 +1322,27 @@ mod request_sizes {
     }
 
     #[test]
+    fn a_terabyte_content_length_on_any_path_neither_aborts_nor_grows_the_node() {
+        let t = Target::new();
+        let addr = t.node.url.trim_start_matches("http://").to_string();
+        let length = "Content-Length: 1099511627776\r\n";
+        for request_head in [
+            head(&t, length),
+            format!("GET /x HTTP/1.1\r\nHost: {addr}\r\n{length}\r\n"),
+            format!("POST /elsewhere HTTP/1.1\r\nHost: {addr}\r\n{length}\r\n"),
+        ] {
+            let mut stream = connect(&t);
+            let _ = stream.write_all(request_head.as_bytes());
+            let _ = stream.write_all(b"abc");
+            let answer = read_head(&mut stream, "a terabyte body");
+            assert!(answer.is_empty() || answer.contains(" 4"), "answer: {answer:?}");
+            drop(stream);
+            t.assert_serves();
+        }
+        t.assert_memory_bounded("after terabyte bodies");
+    }
+
+    #[test]
     fn a_chunked_body_over_the_cap_is_refused_with_memory_flat() {
         let t = Target::new();
         let mut stream = connect(&t);
