@@ -337,13 +337,13 @@ struct XmlIn<'a> {
 }
 
 impl XmlIn<'_> {
-    /// The next meaningful event, left in place.
+    /// The next event that matters, left in place; white space is kept, since a string
+    /// may be nothing else (Python reads `<string> </string>` as " ").
     fn peek(&mut self) -> Result<&XmlEvent, String> {
         while self.peeked.is_none() {
             match self.reader.next().map_err(|e| format!("malformed XML: {e}"))? {
                 XmlEvent::StartDocument { .. }
                 | XmlEvent::Comment(_)
-                | XmlEvent::Whitespace(_)
                 | XmlEvent::ProcessingInstruction { .. } => {}
                 event => self.peeked = Some(event),
             }
@@ -351,9 +351,17 @@ impl XmlIn<'_> {
         Ok(self.peeked.as_ref().expect("filled above"))
     }
 
+    /// The next event after any white space between elements, left in place.
+    fn peek_tag(&mut self) -> Result<&XmlEvent, String> {
+        while matches!(self.peek()?, XmlEvent::Whitespace(_)) {
+            self.peeked = None;
+        }
+        self.peek()
+    }
+
     /// Consumes `<tag>` if it comes next.
     fn try_open(&mut self, tag: &str) -> Result<bool, String> {
-        let found = matches!(self.peek()?, XmlEvent::StartElement { name, .. } if name.local_name == tag);
+        let found = matches!(self.peek_tag()?, XmlEvent::StartElement { name, .. } if name.local_name == tag);
         if found {
             self.peeked = None;
         }
@@ -367,7 +375,7 @@ impl XmlIn<'_> {
 
     /// Consumes `</tag>`, or fails.
     fn close(&mut self, tag: &str) -> Result<(), String> {
-        match self.peek()? {
+        match self.peek_tag()? {
             XmlEvent::EndElement { name } if name.local_name == tag => {
                 self.peeked = None;
                 Ok(())
@@ -376,12 +384,12 @@ impl XmlIn<'_> {
         }
     }
 
-    /// Consumes character data if it comes next ("" if not).
+    /// Consumes character data, white space included, if it comes next ("" if not).
     fn text(&mut self) -> Result<String, String> {
         match self.peek()? {
-            XmlEvent::Characters(_) => match self.peeked.take() {
-                Some(XmlEvent::Characters(s)) => Ok(s),
-                _ => unreachable!("peeked characters"),
+            XmlEvent::Characters(_) | XmlEvent::Whitespace(_) => match self.peeked.take() {
+                Some(XmlEvent::Characters(s) | XmlEvent::Whitespace(s)) => Ok(s),
+                _ => unreachable!("peeked text"),
             },
             _ => Ok(String::new()),
         }
@@ -393,10 +401,10 @@ impl XmlIn<'_> {
             return Err("XML-RPC value nested too deeply".into());
         }
         self.open("value")?;
+        let text = self.text()?; // a bare <value>text</value> is a string
         let tag = match self.peek()? {
-            XmlEvent::StartElement { name, .. } => name.local_name.clone(),
+            XmlEvent::StartElement { name, .. } if text.trim().is_empty() => name.local_name.clone(),
             _ => {
-                let text = self.text()?; // a bare <value>text</value> is a string
                 self.close("value")?;
                 return Ok(Value::String(text));
             }
@@ -429,7 +437,7 @@ impl XmlIn<'_> {
             "array" => {
                 self.open("data")?;
                 let mut items = Vec::new();
-                while !matches!(self.peek()?, XmlEvent::EndElement { .. }) {
+                while !matches!(self.peek_tag()?, XmlEvent::EndElement { .. }) {
                     if items.len() == MAX_ITEMS {
                         return Err(format!("lists of more than {MAX_ITEMS} items are refused"));
                     }
@@ -1363,8 +1371,8 @@ fn compile_regex(pattern: &str) -> Result<Regex, regex::Error> {
 // ---------------------------------------------------------------- join
 
 /// Introduces this node to the network as the original did: the first peer, then every
-/// URL of the list in order while it grows, so every node reachable is told of us. A peer
-/// that failed once is not tried again (the original called the first peer twice).
+/// URL of the list in order while it grows, so every node reachable is told of us (the
+/// first peer twice, as in the original). A peer that failed once is not tried again.
 fn join(node: &Node, caller: &Caller) {
     let at = |i: usize| node.peers.lock().expect("peer list lock").list.get(i).cloned();
     let mut failed = HashSet::new();
@@ -1783,16 +1791,34 @@ impl Part {
 
     /// Gives the complete file its name unless that name exists by now (never
     /// overwrites); true if it did.
-    fn publish(self, name: &str) -> io::Result<bool> {
+    fn publish(mut self, name: &str) -> io::Result<bool> {
         let linked = match &self.path {
             Some(path) => fs::hard_link(path, name),
             None => link_unnamed(&self.file, name),
         };
-        match linked {
+        let published = match linked {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(e).with_context(|| format!("cannot create {name:?}")).map_err(io::Error::other),
+            // no hard links here (FAT, some network file systems) or no /proc: copy
+            Err(_) => self.copy_to(name),
+        };
+        published.map_err(|e| io::Error::other(format!("cannot create {name:?}: {e}")))
+    }
+
+    /// Copies the file into a new file `name`, unless that exists; removes it on failure.
+    /// Only for file systems without links: a client killed mid-copy leaves it partial.
+    fn copy_to(&mut self, name: &str) -> io::Result<bool> {
+        let mut target = match OpenOptions::new().write(true).create_new(true).open(name) {
+            Ok(target) => target,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let copied = io::Seek::rewind(&mut self.file).and_then(|()| io::copy(&mut self.file, &mut target));
+        if let Err(e) = copied {
+            let _ = fs::remove_file(name);
+            return Err(e);
         }
+        Ok(true)
     }
 }
 
@@ -2143,6 +2169,13 @@ mod tests {
             assert_eq!(name, "f");
             let urls = Value::Array(vec![Value::from("http://a:1"), Value::from("http://b:2")]);
             assert_eq!(params, vec![Value::from("tok"), Value::Int(0), urls]);
+        }
+
+        #[test]
+        fn keeps_strings_of_white_space_as_python_does() {
+            let body = b"<methodCall><methodName>f</methodName><params>\n<param><value><string> </string></value></param>\n<param><value>\t</value></param>\n<param><value>\n<string>x</string>\n</value></param>\n</params></methodCall>";
+            let (_, params) = parse_call(body).unwrap();
+            assert_eq!(params, vec![Value::from(" "), Value::from("\t"), Value::from("x")]);
         }
 
         #[test]
