@@ -1618,6 +1618,7 @@ fn client(password: &str, url: &str, pattern: &str) -> Result<bool> {
 fn plan(peers: &[String], listings: Vec<Result<Vec<String>>>, regex: &Regex, report: &Report) -> Vec<Job> {
     let mut jobs: Vec<Job> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
+    let mut present = HashSet::new();
     for (p, listing) in listings.into_iter().enumerate() {
         let names = match listing {
             Ok(names) => names,
@@ -1632,8 +1633,10 @@ fn plan(peers: &[String], listings: Vec<Result<Vec<String>>>, regex: &Regex, rep
                 report.failed(format_args!("{}: refused the name {name:?}", peers[p]));
             } else if let Some(&j) = index.get(&name) {
                 jobs[j].peers.push(p);
-            } else if fs::symlink_metadata(&name).is_ok() {
-                report.skipped();
+            } else if present.contains(&name) || fs::symlink_metadata(&name).is_ok() {
+                if present.insert(name) {
+                    report.skipped(); // once, however many peers list it
+                }
             } else {
                 index.insert(name.clone(), jobs.len());
                 jobs.push(Job { name, peers: vec![p] });

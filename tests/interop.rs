@@ -648,6 +648,18 @@ mod rust_to_rust {
     }
 
     #[test]
+    fn a_present_name_two_peers_list_is_skipped_once() {
+        let network =
+            Network::chain(&[(Kind::Rust, &[("a.txt", b"one")]), (Kind::Rust, &[("a.txt", b"two")])]);
+        let dir = TempDir::new();
+        dir.write("a.txt", b"mine");
+        let run = fetch(Kind::Rust, &dir, network.url(), ".");
+        assert_success(&run);
+        assert_holds(&dir, &[("a.txt", b"mine")]);
+        assert_eq!(summary(&run), "done: 0 fetched, 1 skipped, 0 failed");
+    }
+
+    #[test]
     fn a_name_two_peers_list_is_fetched_exactly_once() {
         let (one, two): (&[u8], &[u8]) = (b"from the first node", b"from the second node");
         let network =
