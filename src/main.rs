@@ -543,6 +543,12 @@ fn escape_into(text: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// A buffer size for `len` bytes, at least 1 and at most `most`: small files then cost
+/// no large zeroed buffer.
+fn buffer_for(len: u64, most: usize) -> usize {
+    usize::try_from(len).map_or(most, |len| len.clamp(1, most))
+}
+
 /// Reads until `buf` is full or the file ends; returns the bytes read.
 fn read_full(src: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut got = 0;
@@ -568,7 +574,7 @@ struct Survey {
 /// Reads `src` once to choose its encoding and the exact length of its encoded form.
 fn survey(src: &mut impl Read, size_hint: u64) -> io::Result<Survey> {
     // sized to the file: zeroing a full chunk for each small file is most of its cost
-    let size = usize::try_from(size_hint).unwrap_or(CHUNK).clamp(1, CHUNK);
+    let size = buffer_for(size_hint, CHUNK);
     let (mut carry, mut buf) = (Utf8Carry::default(), vec![0; size]);
     let (mut raw, mut encoded) = (0u64, 0u64);
     loop {
@@ -606,9 +612,10 @@ struct Encoder<R> {
 impl<R: Read> Encoder<R> {
     /// Encodes `src` as `plan` says.
     fn new(src: R, plan: Survey) -> Self {
-        let fit = |len: u64, most: usize| usize::try_from(len).map_or(most, |len| len.min(most));
-        let (raw, out) =
-            (Vec::with_capacity(fit(plan.raw, CHUNK)), Vec::with_capacity(fit(plan.encoded, 2 * CHUNK)));
+        let (raw, out) = (
+            Vec::with_capacity(buffer_for(plan.raw, CHUNK)),
+            Vec::with_capacity(buffer_for(plan.encoded, 2 * CHUNK)),
+        );
         let carry = Utf8Carry::default();
         Encoder {
             src,
@@ -680,6 +687,11 @@ fn content_frame(encoding: Encoding) -> (&'static [u8], &'static [u8]) {
     }
 }
 
+/// Whether a byte is XML white space.
+fn xml_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
 /// A small pull scanner over a byte stream: enough XML to find and stream one value.
 struct Scanner<R> {
     src: R,
@@ -732,7 +744,7 @@ impl<R: Read> Scanner<R> {
     fn skip_ws(&mut self) -> io::Result<()> {
         let mut skipped = 0;
         loop {
-            let ws = self.available().iter().take_while(|b| b" \t\r\n".contains(b)).count();
+            let ws = self.available().iter().take_while(|&&b| xml_space(b)).count();
             self.advance(ws);
             skipped += ws;
             if skipped > MAX_WHITE_SPACE {
@@ -810,7 +822,7 @@ fn open_value(s: &mut Scanner<impl Read>) -> io::Result<Option<Form>> {
     }
     s.ensure(64)?;
     let rest = s.available();
-    let ws = rest.iter().take_while(|b| b" \t\r\n".contains(b)).count();
+    let ws = rest.iter().take_while(|&&b| xml_space(b)).count();
     let form = match &rest[ws..] {
         r if r.starts_with(b"<string>") => Form::Tagged,
         r if r.starts_with(b"<base64>") => Form::Base64,
@@ -908,7 +920,7 @@ fn stream_base64(s: &mut Scanner<impl Read>, out: &mut impl Write) -> io::Result
         let stop = memchr(b'<', avail);
         let run = &avail[..stop.unwrap_or(avail.len())];
         let before = quads.len();
-        quads.extend(run.iter().filter(|b| !b" \t\r\n".contains(b)));
+        quads.extend(run.iter().filter(|&&b| !xml_space(b)));
         (chars, spaces) = (chars + quads.len() - before, spaces + run.len() - (quads.len() - before));
         if spaces > chars / 4 + MAX_WHITE_SPACE {
             return Err(io::Error::other("base64 padded with endless white space"));
@@ -1061,7 +1073,7 @@ impl Workers {
             if quiet < ACTIVE_TICKS || quiet % ACTIVE_TICKS == 0 {
                 (0..MAX_WORKERS).take_while(|_| !nudge(addr)).for_each(drop);
             }
-            let now = self.millis();
+            let now = millis_since(self.origin);
             let stuck = |since: &Arc<AtomicU64>| match since.load(Ordering::Relaxed) {
                 0 => false,
                 since => now.saturating_sub(since) >= WORKER_STUCK.as_millis() as u64,
@@ -1083,7 +1095,7 @@ impl Workers {
             loop {
                 match server.recv() {
                     Ok(request) => {
-                        mark.store(origin.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
+                        mark.store(millis_since(origin), Ordering::Relaxed);
                         handle(&node, request);
                         mark.store(0, Ordering::Relaxed);
                         served.fetch_add(1, Ordering::Relaxed);
@@ -1094,11 +1106,11 @@ impl Workers {
         });
         since
     }
+}
 
-    /// Milliseconds since the workers started, as the workers mark them (plus one).
-    fn millis(&self) -> u64 {
-        self.origin.elapsed().as_millis() as u64 + 1
-    }
+/// Milliseconds since `origin`, plus one, so that a mark of 0 can mean "idle".
+fn millis_since(origin: Instant) -> u64 {
+    origin.elapsed().as_millis() as u64 + 1
 }
 
 /// Connects to this node and half-closes; true if tiny_http took the connection up (and
@@ -1182,7 +1194,7 @@ fn send_content(request: Request, file: File, plan: Survey) -> io::Result<()> {
     let mut buf =
         format!("HTTP/{major}.{minor} 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {len}\r\n\r\n")
             .into_bytes();
-    let size = usize::try_from(len).map_or(SEND_BUFFER, |len| (buf.len() + len).min(SEND_BUFFER));
+    let size = buffer_for(buf.len() as u64 + len, SEND_BUFFER);
     let mut body = head.chain(Encoder::new(file, plan)).chain(tail);
     let mut left = len + buf.len() as u64;
     loop {
@@ -1308,8 +1320,7 @@ impl Node {
             return Ok(Reply::Xml(xml.clone(), format!("{n} names")));
         }
         drop(answers);
-        let regex =
-            compile_regex(pattern).map_err(|e| format!("invalid regex {pattern:?}: {}", one_line(&e)))?;
+        let regex = compile_regex(pattern)?;
         let found: Vec<Value> =
             names.iter().filter(|n| regex.is_match(n)).map(|n| Value::from(n.as_str())).collect();
         let n = found.len();
@@ -1356,16 +1367,16 @@ impl Node {
     }
 }
 
-/// The gist of a multi-line error (the regex crate draws a caret under the pattern).
-fn one_line(e: &impl fmt::Display) -> String {
-    let text = e.to_string();
-    let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
-    last.trim().trim_start_matches("error: ").to_string()
-}
-
-/// Compiles a pattern with a size limit, so a hostile one cannot eat memory.
-fn compile_regex(pattern: &str) -> Result<Regex, regex::Error> {
-    RegexBuilder::new(pattern).size_limit(REGEX_SIZE_LIMIT).dfa_size_limit(REGEX_SIZE_LIMIT).build()
+/// Compiles a pattern with a size limit, so a hostile one cannot eat memory; the error is
+/// one line (the regex crate's own draws a caret under the pattern on lines of its own).
+fn compile_regex(pattern: &str) -> Result<Regex, String> {
+    let built =
+        RegexBuilder::new(pattern).size_limit(REGEX_SIZE_LIMIT).dfa_size_limit(REGEX_SIZE_LIMIT).build();
+    built.map_err(|e| {
+        let text = e.to_string();
+        let gist = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+        format!("invalid regex {pattern:?}: {}", gist.trim().trim_start_matches("error: "))
+    })
 }
 
 // ---------------------------------------------------------------- join
@@ -1602,7 +1613,7 @@ struct Job {
 
 /// The client: every file the pattern searches, from every node `url` knows.
 fn client(password: &str, url: &str, pattern: &str) -> Result<bool> {
-    let regex = compile_regex(pattern).map_err(|e| anyhow!("invalid regex {pattern:?}: {}", one_line(&e)))?;
+    let regex = compile_regex(pattern).map_err(|e| anyhow!(e))?;
     ignore_file_size_signal();
     let caller = Caller::new(password, timeout()?);
     let peers = caller.peer_list(url)?;
@@ -2114,7 +2125,7 @@ mod tests {
                     // The one known disagreement: xml-rs reports white-space-only text as
                     // ignorable, so the crate reads such a string as "". Python reads the
                     // white space, and so does the fast path.
-                    if slow.is_empty() && fast.iter().all(|b| b" \t\r\n".contains(b)) {
+                    if slow.is_empty() && fast.iter().all(|&b| xml_space(b)) {
                         continue;
                     }
                     let shown = String::from_utf8_lossy(&answer);
