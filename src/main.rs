@@ -1,137 +1,120 @@
 //! tinyp2p: a faithful, safe and fast Rust clone of Ed Felten's 2004 tinyp2p.
 //!
-//! `tinyp2p PW server HOST PORT [PEER...]` shares the current folder and joins the network;
-//! `tinyp2p PW client URL PATTERN` downloads every matching file from every node. Nodes
-//! speak the original's XML-RPC: one method `f(token, mode, arg)` (see README.md). The file
-//! reads top to bottom: constants, CLI, token, XML-RPC codec, content codec, server, join,
-//! client, file safety.
+//! Nodes speak the original's XML-RPC: one method `f(token, mode, arg)` (README.md,
+//! shared/PROTOCOL.md). The file reads top to bottom: command line, token, XML-RPC codec,
+//! content codec, node, tiny_http's price, join, client, shell, files and signals.
 
-use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
-use std::ffi::CString;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::ffi::{CString, OsString};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Cursor, Read, Write};
-use std::net::TcpListener;
-use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::AsRawFd;
+use std::io::{self, BufRead, BufWriter, Cursor, IsTerminal, Read, Seek, Write};
+use std::mem::ManuallyDrop;
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail};
 use hmac::{Hmac, KeyInit, Mac};
+use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use md5::Md5;
 use memchr::{memchr, memchr_iter, memchr2, memchr3_iter, memmem};
 use regex::{Regex, RegexBuilder};
-use tiny_http::{Header, Method, Request, Response, StatusCode};
+use tiny_http::{Header, Method, Request, Response};
 use xml::reader::{EventReader, XmlEvent};
 use xmlrpc::{Fault, Transport, Value};
 
-// ---------------------------------------------------------------- constants
+// ================================================================ command line
 
-/// Peers one node keeps and one client visits: bounds memory and the join walk.
-const MAX_PEERS: usize = 10_000;
-/// Largest non-content answer (peer list, listing, fault) a client reads into memory.
-const MAX_ANSWER_BYTES: u64 = 16 << 20;
-/// Largest request body a node reads: a full 10,000-peer list fits twice over.
-const MAX_REQUEST_BYTES: u64 = 2 << 20;
-/// Largest unread request body a node lets tiny_http skip (see `refuse`).
-const DRAIN_LIMIT: u64 = 1 << 30;
-/// Most items in one XML-RPC list a node reads: no answer or offer needs more.
-const MAX_ITEMS: usize = MAX_PEERS;
-/// Largest file a client streams to disk, so a peer cannot fill the disk without end.
-const MAX_FILE_BYTES: u64 = 16 << 30;
-/// Longest peer URL kept: real ones are `http://host:port`.
-const MAX_URL_LEN: usize = 512;
-/// Longest file name: the usual file system limit.
-const MAX_NAME_LEN: usize = 255;
-/// Deepest XML-RPC nesting read: `f` takes at most a list of strings, answers a list of lists.
-const MAX_DEPTH: usize = 8;
-/// Deepest element nesting in an answer the client lets the xmlrpc crate parse: a listing
-/// is 11 deep, a fault 7.
-const MAX_XML_DEPTH: usize = 32;
-/// Compiled size limit of a regex, so a hostile pattern cannot eat memory or time.
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
-/// Mode-1 answers a node keeps written, by pattern: clients repeat the same few patterns.
-const ANSWER_CACHE: usize = 64;
-/// How often the server nudges tiny_http's connection pool and checks for stuck workers.
-const POOL_NUDGE: Duration = Duration::from_millis(20);
-/// Nudges with no request served that a node still counts as busy; when idle it nudges
-/// once in as many (every second).
-const ACTIVE_TICKS: u32 = 50;
-/// Request threads a node starts with: a few hot threads answer fastest on two cores.
-const MIN_WORKERS: usize = 4;
-/// Most request threads: tiny_http has no socket timeouts, so each stalled client holds one.
-const MAX_WORKERS: usize = 64;
-/// How long one request holds a worker before the node counts it stuck and adds a worker.
-const WORKER_STUCK: Duration = Duration::from_millis(100);
-/// Longest wait before a client starts its next worker (see `parallel`).
-const WORKER_STAGGER: Duration = Duration::from_millis(20);
-/// Peers a client lists, and files it downloads, at once.
-const CLIENT_WORKERS: usize = 8;
-/// A non-content answer must arrive whole within this many network timeouts.
-const ANSWER_DEADLINE_TIMEOUTS: u32 = 6;
-/// Seconds allowed to connect and for each idle read or write (env `TINYP2P_TIMEOUT`).
-const DEFAULT_TIMEOUT_SECS: u64 = 10;
-/// Age a folder's mtime must have before its listing is cached: a change within one
-/// file-system clock tick (up to 2 s on some) could otherwise leave the mtime, and the
-/// stale cache, as they were.
-const LISTING_SETTLE: Duration = Duration::from_secs(2);
-/// Bytes moved per step in the content path: large enough for few system calls.
-const CHUNK: usize = 64 * 1024;
-/// Most white space a client skips in an answer's framing, or beyond one in four
-/// characters of base64 (where lines break every 76): more is a peer stalling in plain sight.
-const MAX_WHITE_SPACE: usize = 1 << 20;
-/// Bytes a client scans at a time: ureq buffers the socket, so small is cheap, and a
-/// small file costs no large zeroed buffer.
-const SCAN_BUFFER: usize = 16 * 1024;
-/// Largest single write of a response body to its socket.
-const SEND_BUFFER: usize = 256 * 1024;
-/// Raw bytes base64-encoded per step: a multiple of 3, so steps join without padding.
-const B64_CHUNK: usize = 3 * 16 * 1024;
-/// Prefix of a client's temporary file where the file system has no O_TMPFILE.
-const PART_PREFIX: &str = ".tinyp2p-";
 /// Environment variable holding the password when PW is `-`.
 const PASSWORD_ENV: &str = "TINYP2P_PASSWORD";
-/// Environment variable overriding DEFAULT_TIMEOUT_SECS.
-const TIMEOUT_ENV: &str = "TINYP2P_TIMEOUT";
 
-const USAGE: &str = "\
+/// The command lines, shown with every usage error.
+const SYNOPSIS: &str = "\
 usage: tinyp2p PW server HOST PORT [PEER_URL...]   share this folder, join via the peers
+       tinyp2p PW shell HOST PORT [PEER_URL...]    the same, with a prompt (ls, fetch, peers)
        tinyp2p PW client URL PATTERN               fetch every file matching PATTERN
-       tinyp2p --help | --version
+       tinyp2p PW list URL [PATTERN]               show what the network offers, fetch nothing
+       tinyp2p --help | --version";
 
-PW '-' reads the password from TINYP2P_PASSWORD. PORT 0 picks a free port.
-The node's URL is http://HOST:PORT exactly as given: clients must use that same URL.
-TINYP2P_TIMEOUT sets the network timeout in seconds (default 10).";
+/// The rest of `--help`.
+const HELP: &str = "
+PW is the network's password; '-' reads it from TINYP2P_PASSWORD instead, so it stays out
+of the process list. A node is known as http://HOST:PORT, exactly as started (PORT 0 picks a
+free port): give other nodes the address they can reach. PATTERN is a regular expression
+searched in each name: '\\.txt$', 'report', '.' for all. -q (--quiet) prints only errors.
 
-// ---------------------------------------------------------------- CLI
+settings (environment):
+  TINYP2P_TIMEOUT      seconds to connect, and for any read or write to stall (default 10)
+  TINYP2P_SPEED_LIMIT  a download slower than this many bytes a second... (default 1024)
+  TINYP2P_SPEED_TIME   ...for this many seconds is abandoned (default 3 timeouts: 30)
+
+example, as in the original:
+  node0$ tinyp2p 123456 server 127.0.0.1 33330
+  node1$ tinyp2p 123456 server 127.0.0.1 33331 http://127.0.0.1:33330
+  node2$ tinyp2p 123456 list http://127.0.0.1:33330
+  node2$ tinyp2p 123456 client http://127.0.0.1:33330 'file'
+
+Exit status: 0 all went well, 1 something failed, 2 the command line or a setting was wrong.";
 
 /// What the command line asks for.
-#[derive(Debug)]
 enum Cli {
     Help,
     Version,
-    Server { password: String, host: String, port: u16, peers: Vec<String> },
-    Client { password: String, url: String, pattern: String },
+    /// `server` or `shell`: share this folder as `http://HOST:PORT`, joining via `peers`.
+    Node {
+        password: String,
+        host: String,
+        port: u16,
+        peers: Vec<String>,
+        shell: bool,
+    },
+    /// `client` or `list`: what `pattern` finds on the network that `url` knows.
+    Client {
+        password: String,
+        url: String,
+        pattern: String,
+        list: bool,
+    },
 }
 
-/// A command line that cannot run: exit status 2 with the usage text.
+/// The limits a person may tune, from the environment.
+#[derive(Clone, Copy, Debug)]
+struct Settings {
+    /// Allowed to connect, and for any one read or write to stall (TINYP2P_TIMEOUT).
+    timeout: Duration,
+    /// A download slower than this many bytes a second... (TINYP2P_SPEED_LIMIT)
+    speed_limit: f64,
+    /// ...over this long is abandoned (TINYP2P_SPEED_TIME).
+    speed_time: Duration,
+    /// Print only errors (`-q`).
+    quiet: bool,
+}
+
+/// A command line that cannot run (exit status 2): why, and whether to show the synopsis.
 #[derive(Debug)]
-struct UsageError(String);
+struct UsageError(String, bool);
 
 fn main() -> ExitCode {
-    let cli = match parse_cli(std::env::args_os().skip(1)) {
-        Ok(cli) => cli,
-        Err(UsageError(why)) => {
-            say_err(format_args!("tinyp2p: {why}\n{USAGE}"));
+    let (cli, settings) = match parse_cli(std::env::args_os().skip(1).collect()) {
+        Ok(parsed) => parsed,
+        Err(UsageError(why, synopsis)) => {
+            say_err(format_args!("tinyp2p: {}", printable(&why)));
+            if synopsis {
+                say_err(format_args!("{SYNOPSIS}\n(tinyp2p --help tells more)"));
+            }
             return ExitCode::from(2);
         }
     };
-    match run(cli) {
+    std::panic::set_hook(Box::new(|panic| say_err(format_args!("tinyp2p: internal error: {panic}"))));
+    watch_signals();
+    match run(cli, settings) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
@@ -142,52 +125,62 @@ fn main() -> ExitCode {
 }
 
 /// Runs what the command line asked for; `Ok(false)` when some part of it failed.
-fn run(cli: Cli) -> Result<bool> {
+fn run(cli: Cli, settings: Settings) -> Result<bool> {
     match cli {
-        Cli::Help => say(format_args!("{USAGE}")),
+        Cli::Help => say(format_args!("{SYNOPSIS}\n{HELP}")),
         Cli::Version => say(format_args!("tinyp2p {}", env!("CARGO_PKG_VERSION"))),
-        Cli::Server { password, host, port, peers } => serve(&password, &host, port, peers)?,
-        Cli::Client { password, url, pattern } => return client(&password, &url, &pattern),
+        Cli::Node { password, host, port, peers, shell } => {
+            return serve(Caller::new(&password, settings), &host, port, &peers, shell);
+        }
+        Cli::Client { password, url, pattern, list } => {
+            return client(&Caller::new(&password, settings), &url, &pattern, list);
+        }
     }
     Ok(true)
 }
 
-/// Parses the arguments after the program name.
-fn parse_cli(args: impl Iterator<Item = std::ffi::OsString>) -> Result<Cli, UsageError> {
-    let args: Vec<String> = args
-        .map(|a| a.into_string().map_err(|a| UsageError(format!("argument {a:?} is not UTF-8"))))
+/// Parses the arguments after the program name, and the settings.
+fn parse_cli(args: Vec<OsString>) -> Result<(Cli, Settings), UsageError> {
+    let usage = |why: &str| UsageError(why.to_string(), true);
+    let mut args: Vec<String> = args
+        .into_iter()
+        .map(|a| a.into_string().map_err(|a| usage(&format!("argument {a:?} is not UTF-8"))))
         .collect::<Result<_, _>>()?;
-    let usage = |why: &str| Err(UsageError(why.to_string()));
-    match args.first().map(String::as_str) {
-        None => return usage("missing arguments"),
-        Some("-h" | "--help") => return Ok(Cli::Help),
-        Some("--version" | "-V") => return Ok(Cli::Version),
-        _ => {}
-    }
-    match (args.get(1).map(String::as_str), args.len()) {
-        (Some("server"), 4..) => {
-            let port = args[3].parse().map_err(|_| {
-                UsageError(format!("PORT must be a number from 0 to 65535, not {:?}", args[3]))
-            })?;
+    let given = args.len();
+    args.retain(|a| a != "-q" && a != "--quiet");
+    let settings = settings(args.len() < given)?;
+    let mode = args.get(1).map(String::as_str);
+    let cli = match (args.first().map(String::as_str), mode, args.len()) {
+        (None, ..) => return Err(usage("missing arguments")),
+        (Some("-h" | "--help"), ..) => Cli::Help,
+        (Some("-V" | "--version"), ..) => Cli::Version,
+        (_, Some("server" | "shell"), 4..) => {
+            let port = args[3]
+                .parse()
+                .map_err(|_| usage(&format!("PORT must be a number from 0 to 65535, not {:?}", args[3])))?;
             let peers = args[4..].to_vec();
             if let Some(bad) = peers.iter().find(|p| !valid_peer_url(p)) {
-                return usage(&format!("peer {bad:?} is not a URL like http://host:port"));
+                return Err(usage(&format!("peer {bad:?} is not a URL like http://host:port")));
             }
-            let password = password(&args[0])?;
-            Ok(Cli::Server { password, host: args[2].clone(), port, peers })
+            let (host, shell) = (args[2].clone(), mode == Some("shell"));
+            Cli::Node { password: password(&args[0])?, host, port, peers, shell }
         }
-        (Some("client"), 4) => {
-            let (url, pattern) = (args[2].clone(), args[3].clone());
+        (_, Some("client"), 4) | (_, Some("list"), 3 | 4) => {
+            let url = args[2].clone();
             if !valid_peer_url(&url) {
-                return usage(&format!("URL {url:?} is not a node URL like http://host:port"));
+                return Err(usage(&format!("URL {url:?} is not a node URL like http://host:port")));
             }
-            Ok(Cli::Client { password: password(&args[0])?, url, pattern })
+            let pattern = args.get(3).cloned().unwrap_or_default();
+            compile_regex(&pattern).map_err(|why| UsageError(why, false))?;
+            Cli::Client { password: password(&args[0])?, url, pattern, list: mode == Some("list") }
         }
-        (Some("server"), _) => usage("server takes HOST PORT [PEER_URL...]"),
-        (Some("client"), _) => usage("client takes URL PATTERN"),
-        (Some(mode), _) => usage(&format!("unknown mode {mode:?}: use server or client")),
-        (None, _) => usage("missing mode: use server or client"),
-    }
+        (_, Some("server" | "shell"), _) => return Err(usage("server takes HOST PORT [PEER_URL...]")),
+        (_, Some("client"), _) => return Err(usage("client takes URL PATTERN")),
+        (_, Some("list"), _) => return Err(usage("list takes URL [PATTERN]")),
+        (_, Some(mode), _) => return Err(usage(&format!("unknown mode {mode:?}"))),
+        (_, None, _) => return Err(usage("missing mode: server, shell, client or list")),
+    };
+    Ok((cli, settings))
 }
 
 /// The password: the argument, or `TINYP2P_PASSWORD` when the argument is `-`.
@@ -195,26 +188,39 @@ fn password(arg: &str) -> Result<String, UsageError> {
     if arg != "-" {
         return Ok(arg.to_string());
     }
-    std::env::var(PASSWORD_ENV).map_err(|_| UsageError(format!("PW is '-' but {PASSWORD_ENV} is not set")))
+    std::env::var(PASSWORD_ENV)
+        .map_err(|_| UsageError(format!("PW is '-' but {PASSWORD_ENV} is not set"), true))
 }
 
-/// The network timeout: `TINYP2P_TIMEOUT` seconds, or the default.
-fn timeout() -> Result<Duration> {
-    match std::env::var(TIMEOUT_ENV) {
-        Err(_) => Ok(Duration::from_secs(DEFAULT_TIMEOUT_SECS)),
-        Ok(s) => match s.parse::<f64>() {
-            Ok(secs) if secs > 0.0 && secs < 1e9 => Ok(Duration::from_secs_f64(secs)),
-            _ => bail!("{TIMEOUT_ENV} must be a positive number of seconds, not {s:?}"),
-        },
+/// The settings from the environment; a value out of range is a usage error naming the range.
+fn settings(quiet: bool) -> Result<Settings, UsageError> {
+    let timeout = env_number("TINYP2P_TIMEOUT", 10.0, 0.1, 86_400.0)?;
+    Ok(Settings {
+        timeout: Duration::from_secs_f64(timeout),
+        speed_limit: env_number("TINYP2P_SPEED_LIMIT", 1024.0, 0.0, 1e12)?,
+        speed_time: Duration::from_secs_f64(env_number("TINYP2P_SPEED_TIME", 3.0 * timeout, 0.1, 86_400.0)?),
+        quiet,
+    })
+}
+
+/// The number in environment variable `name`, from `min` to `max`; `default` when unset.
+fn env_number(name: &str, default: f64, min: f64, max: f64) -> Result<f64, UsageError> {
+    let text = match std::env::var(name) {
+        Err(std::env::VarError::NotPresent) => return Ok(default),
+        other => other.unwrap_or_default(),
+    };
+    match text.trim().parse::<f64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(UsageError(format!("{name} must be a number from {min} to {max}, not {text:?}"), false)),
     }
 }
 
-/// An error text on one line, with control characters (a peer's words may hold any)
-/// escaped, so a message cannot break lines or drive the terminal.
+/// Text on one line with everything a terminal would hide or act on (control characters,
+/// bidi and invisible formatting) escaped, so that what a person reads is what is there.
 fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
-        .collect()
+    let escape =
+        |c: char| if matches!(c, '"' | '\'' | '\\') { c.to_string() } else { c.escape_debug().to_string() };
+    text.chars().map(escape).collect()
 }
 
 /// Prints a line on stdout; a closed pipe is not an error.
@@ -227,7 +233,7 @@ fn say_err(line: fmt::Arguments<'_>) {
     let _ = io::stderr().lock().write_all(format!("{line}\n").as_bytes());
 }
 
-// ---------------------------------------------------------------- token
+// ================================================================ token
 
 /// The HMAC-MD5 of `url` keyed with the password, as the original's `hmac.new(pw, url)`.
 fn mac(password: &[u8], url: &str) -> Hmac<Md5> {
@@ -254,7 +260,14 @@ fn token_ok(password: &[u8], url: &str, token: &str) -> bool {
     bytes.is_some_and(|b| mac(password, url).verify_slice(&b).is_ok())
 }
 
-// ---------------------------------------------------------------- XML-RPC codec
+// ================================================================ XML-RPC codec
+
+/// Deepest XML-RPC value nesting a node reads: `f` takes at most a list of strings.
+const MAX_DEPTH: usize = 8;
+/// Most items in one XML-RPC list a node reads: no answer or offer needs more.
+const MAX_ITEMS: usize = MAX_PEERS;
+/// Deepest element nesting the client lets the xmlrpc crate parse: a listing is 11 deep.
+const MAX_XML_DEPTH: usize = 32;
 
 /// An XML-RPC `<methodCall>` for `f(token, mode, arg)`.
 fn call_xml(token: &str, mode: i32, arg: Value) -> Vec<u8> {
@@ -264,20 +277,16 @@ fn call_xml(token: &str, mode: i32, arg: Value) -> Vec<u8> {
     body
 }
 
-/// An XML-RPC `<methodResponse>` holding one value.
-fn answer_xml(value: &Value) -> Vec<u8> {
-    let mut body = b"<?xml version=\"1.0\"?>\n<methodResponse><params><param>".to_vec();
+/// An XML-RPC `<methodResponse>`: the value, or a fault with code 1 (as Python's server
+/// answers an exception).
+fn answer_xml(answer: Result<Value, String>) -> Vec<u8> {
+    let (open, value, close) = match answer {
+        Ok(value) => ("<params><param>", value, "</param></params>"),
+        Err(why) => ("<fault>", Fault { fault_code: 1, fault_string: why }.to_value(), "</fault>"),
+    };
+    let mut body = format!("<?xml version=\"1.0\"?>\n<methodResponse>{open}").into_bytes();
     value.write_as_xml(&mut body).expect("writing to a Vec cannot fail");
-    body.extend_from_slice(b"</param></params></methodResponse>\n");
-    body
-}
-
-/// An XML-RPC fault with code 1, as Python's server sends for an exception.
-fn fault_xml(why: &str) -> Vec<u8> {
-    let fault = Fault { fault_code: 1, fault_string: why.to_string() };
-    let mut body = b"<?xml version=\"1.0\"?>\n<methodResponse><fault>".to_vec();
-    fault.to_value().write_as_xml(&mut body).expect("writing to a Vec cannot fail");
-    body.extend_from_slice(b"</fault></methodResponse>\n");
+    body.extend_from_slice(format!("{close}</methodResponse>\n").as_bytes());
     body
 }
 
@@ -330,9 +339,16 @@ fn parse_call(body: &[u8]) -> Result<(String, Vec<Value>), String> {
     Ok((name, params))
 }
 
-/// A pull reader of XML events that skips what XML-RPC ignores (whitespace, comments).
+/// The value `read` finds in the trimmed text of a scalar `<tag>`, or an error naming it.
+fn scalar_of<T>(tag: &str, text: &str, read: impl FnOnce(&str) -> Option<T>) -> Result<T, String> {
+    read(text.trim()).ok_or_else(|| format!("invalid <{tag}> {:?}", text.trim()))
+}
+
+/// A pull reader of XML events that skips what XML-RPC ignores (comments, declarations).
 struct XmlIn<'a> {
+    /// The XML reader over the request body.
     reader: EventReader<&'a [u8]>,
+    /// The next event that matters, read but not yet consumed.
     peeked: Option<XmlEvent>,
 }
 
@@ -386,12 +402,13 @@ impl XmlIn<'_> {
 
     /// Consumes character data, white space included, if it comes next ("" if not).
     fn text(&mut self) -> Result<String, String> {
-        match self.peek()? {
-            XmlEvent::Characters(_) | XmlEvent::Whitespace(_) => match self.peeked.take() {
-                Some(XmlEvent::Characters(s) | XmlEvent::Whitespace(s)) => Ok(s),
-                _ => unreachable!("peeked text"),
-            },
-            _ => Ok(String::new()),
+        self.peek()?;
+        match self.peeked.take() {
+            Some(XmlEvent::Characters(s) | XmlEvent::Whitespace(s)) => Ok(s),
+            other => {
+                self.peeked = other;
+                Ok(String::new())
+            }
         }
     }
 
@@ -410,48 +427,65 @@ impl XmlIn<'_> {
             }
         };
         self.peeked = None;
-        let value = self.typed(&tag, depth)?;
+        let value = if tag == "array" { self.array(depth)? } else { self.scalar(&tag)? };
         self.close(&tag)?;
         self.close("value")?;
         Ok(value)
     }
 
-    /// The content of a `<tag>` inside a value, up to (not including) `</tag>`.
-    fn typed(&mut self, tag: &str, depth: usize) -> Result<Value, String> {
-        let bad = |text: &str| format!("invalid <{tag}> {text:?}");
+    /// The content of a scalar `<tag>`, up to (not including) `</tag>`.
+    fn scalar(&mut self, tag: &str) -> Result<Value, String> {
+        let text = self.text()?;
         Ok(match tag {
-            "string" => Value::String(self.text()?),
-            "int" | "i4" => Value::Int(self.text()?.trim().parse().map_err(|_| bad(""))?),
-            "i8" => Value::Int64(self.text()?.trim().parse().map_err(|_| bad(""))?),
-            "boolean" => match self.text()?.trim() {
-                "0" => Value::Bool(false),
-                "1" => Value::Bool(true),
-                other => return Err(bad(other)),
-            },
-            "double" => Value::Double(self.text()?.trim().parse().map_err(|_| bad(""))?),
+            "string" => Value::String(text),
+            "int" | "i4" => Value::Int(scalar_of(tag, &text, |t| t.parse().ok())?),
+            "i8" => Value::Int64(scalar_of(tag, &text, |t| t.parse().ok())?),
+            "double" => Value::Double(scalar_of(tag, &text, |t| t.parse().ok())?),
+            "boolean" => Value::Bool(scalar_of(tag, &text, |t| match t {
+                "0" => Some(false),
+                "1" => Some(true),
+                _ => None,
+            })?),
             "base64" => {
-                let text: Vec<u8> = self.text()?.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-                Value::Base64(base64::decode(text).map_err(|_| bad(""))?)
+                let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+                Value::Base64(scalar_of(tag, &text, |_| base64::decode(&digits).ok())?)
             }
             "nil" => Value::Nil,
-            "array" => {
-                self.open("data")?;
-                let mut items = Vec::new();
-                while !matches!(self.peek_tag()?, XmlEvent::EndElement { .. }) {
-                    if items.len() == MAX_ITEMS {
-                        return Err(format!("lists of more than {MAX_ITEMS} items are refused"));
-                    }
-                    items.push(self.value(depth + 1)?);
-                }
-                self.close("data")?;
-                Value::Array(items)
-            }
             other => return Err(format!("XML-RPC type <{other}> is not supported here")),
         })
     }
+
+    /// The items of an `<array>`, up to (not including) `</array>`.
+    fn array(&mut self, depth: usize) -> Result<Value, String> {
+        self.open("data")?;
+        let mut items = Vec::new();
+        while !matches!(self.peek_tag()?, XmlEvent::EndElement { .. }) {
+            if items.len() == MAX_ITEMS {
+                return Err(format!("lists of more than {MAX_ITEMS} items are refused"));
+            }
+            items.push(self.value(depth + 1)?);
+        }
+        self.close("data")?;
+        Ok(Value::Array(items))
+    }
 }
 
-// ---------------------------------------------------------------- content codec
+// ================================================================ content codec
+
+/// Raw bytes encoded per step in the content path: large enough for few system calls.
+const CHUNK: usize = 64 * 1024;
+/// Raw bytes base64-encoded per step: a multiple of 3, so steps join without padding.
+const B64_CHUNK: usize = 3 * 16 * 1024;
+/// Bytes scanned per step by the fast checks below: small enough to stay in registers.
+const BLOCK: usize = 64;
+/// Bytes a client scans at a time: ureq buffers the socket, so small is cheap, and a
+/// small file costs no large zeroed buffer.
+const SCAN_BUFFER: usize = 16 * 1024;
+/// Most white space a client skips in an answer's framing, or beyond one in four
+/// characters of base64 (where lines break every 76): more is a peer stalling in plain sight.
+const MAX_WHITE_SPACE: usize = 1 << 20;
+/// Largest file a client streams to disk, so a peer cannot fill the disk without end.
+const MAX_FILE_BYTES: u64 = 16 << 30;
 
 /// How a file's bytes travel: XML-safe UTF-8 as an escaped string, anything else as base64.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -460,41 +494,16 @@ enum Encoding {
     Base64,
 }
 
-/// Holds back a UTF-8 character cut at a chunk's end, so chunks can be checked one by one.
-#[derive(Default)]
-struct Utf8Carry(Vec<u8>);
-
-impl Utf8Carry {
-    /// The whole characters of the held bytes plus `input`; `None` if that is not UTF-8.
-    fn split<'a>(&mut self, input: &'a [u8]) -> Option<Cow<'a, [u8]>> {
-        let data: Cow<'a, [u8]> = if self.0.is_empty() {
-            Cow::Borrowed(input)
-        } else {
-            Cow::Owned([self.0.as_slice(), input].concat())
-        };
-        let whole = match std::str::from_utf8(&data) {
-            Ok(_) => data.len(),
-            Err(e) if e.error_len().is_none() => e.valid_up_to(),
-            Err(_) => return None,
-        };
-        self.0 = data[whole..].to_vec();
-        Some(match data {
-            Cow::Borrowed(d) => Cow::Borrowed(&d[..whole]),
-            Cow::Owned(mut d) => {
-                d.truncate(whole);
-                Cow::Owned(d)
-            }
-        })
-    }
-
-    /// Whether no cut character is held back (the stream ended on a boundary).
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
+/// What a first pass over a file found: its encoding and its raw and encoded lengths.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Survey {
+    /// How the content travels.
+    encoding: Encoding,
+    /// The file's length.
+    raw: u64,
+    /// The length of its encoded form: the answer's length less its frame.
+    encoded: u64,
 }
-
-/// Bytes scanned per step by the fast checks below: small enough to stay in registers.
-const BLOCK: usize = 64;
 
 /// Whether a byte needs a closer look: a control character XML forbids, or the lead byte
 /// of U+FFFE and U+FFFF (EF BF BE, EF BF BF). Branch-free, so block scans vectorise.
@@ -511,6 +520,16 @@ fn xml_safe(text: &[u8]) -> bool {
                 b => !odd_byte(b),
             })
     })
+}
+
+/// The length of the whole UTF-8 characters that `data` starts with, leaving a character
+/// cut at its end for the next read (unless `at_end`); `None` if it is not UTF-8.
+fn whole_chars(data: &[u8], at_end: bool) -> Option<usize> {
+    match std::str::from_utf8(data) {
+        Ok(_) => Some(data.len()),
+        Err(e) if e.error_len().is_none() && !at_end => Some(e.valid_up_to()),
+        Err(_) => None,
+    }
 }
 
 /// The length of `text` once escaped by `escape_into`.
@@ -549,46 +568,29 @@ fn buffer_for(len: u64, most: usize) -> usize {
     usize::try_from(len).map_or(most, |len| len.clamp(1, most))
 }
 
-/// Reads until `buf` is full or the file ends; returns the bytes read.
-fn read_full(src: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match src.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
-}
-
-/// What a first pass over a file found: its encoding and its raw and encoded lengths.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Survey {
-    encoding: Encoding,
-    raw: u64,
-    encoded: u64,
+/// Appends up to `n` bytes of `src` to `buf`, fewer only at its end; returns how many.
+fn read_up_to(src: &mut impl Read, n: usize, buf: &mut Vec<u8>) -> io::Result<usize> {
+    src.take(n as u64).read_to_end(buf)
 }
 
 /// Reads `src` once to choose its encoding and the exact length of its encoded form.
 fn survey(src: &mut impl Read, size_hint: u64) -> io::Result<Survey> {
     // sized to the file: zeroing a full chunk for each small file is most of its cost
-    let size = buffer_for(size_hint, CHUNK);
-    let (mut carry, mut buf) = (Utf8Carry::default(), vec![0; size]);
+    let step = buffer_for(size_hint, CHUNK);
+    let mut buf = Vec::with_capacity(step + 4);
     let (mut raw, mut encoded) = (0u64, 0u64);
     loop {
-        let n = read_full(src, &mut buf)?;
-        if n == 0 && carry.is_empty() {
-            return Ok(Survey { encoding: Encoding::Text, raw, encoded });
-        }
-        match carry.split(&buf[..n]) {
-            Some(text) if n > 0 && xml_safe(&text) => {
-                (raw, encoded) = (raw + n as u64, encoded + escaped_len(&text));
+        let n = read_up_to(src, step, &mut buf)?;
+        raw += n as u64;
+        match whole_chars(&buf, n == 0).filter(|&whole| xml_safe(&buf[..whole])) {
+            Some(_) if n == 0 => return Ok(Survey { encoding: Encoding::Text, raw, encoded }),
+            Some(whole) => {
+                encoded += escaped_len(&buf[..whole]);
+                buf.drain(..whole); // a character cut at the end stays in front
             }
             // not text: base64, whose length follows from the raw length alone
-            _ => {
-                let raw = size_hint.max(raw + n as u64);
+            None => {
+                let raw = size_hint.max(raw);
                 return Ok(Survey { encoding: Encoding::Base64, raw, encoded: raw.div_ceil(3) * 4 });
             }
         }
@@ -598,73 +600,68 @@ fn survey(src: &mut impl Read, size_hint: u64) -> io::Result<Survey> {
 /// The second pass: a file's encoded content, failing rather than sending bytes that
 /// differ from what the survey promised (the file changed under us).
 struct Encoder<R> {
+    /// The file.
     src: R,
+    /// What the survey promised.
     plan: Survey,
+    /// Raw bytes still to read.
     raw_left: u64,
+    /// Encoded bytes still to produce.
     out_left: u64,
-    carry: Utf8Carry,
+    /// Raw bytes read and not yet encoded: a character cut at a step's end.
     raw: Vec<u8>,
+    /// Encoded bytes, handed out from `pos`.
     out: Vec<u8>,
+    /// How much of `out` has been handed out.
     pos: usize,
-    finished: bool,
 }
 
 impl<R: Read> Encoder<R> {
     /// Encodes `src` as `plan` says.
     fn new(src: R, plan: Survey) -> Self {
-        let (raw, out) = (
-            Vec::with_capacity(buffer_for(plan.raw, CHUNK)),
-            Vec::with_capacity(buffer_for(plan.encoded, 2 * CHUNK)),
-        );
-        let carry = Utf8Carry::default();
-        Encoder {
-            src,
-            plan,
-            raw_left: plan.raw,
-            out_left: plan.encoded,
-            carry,
-            raw,
-            out,
-            pos: 0,
-            finished: false,
-        }
+        let raw = Vec::with_capacity(buffer_for(plan.raw, CHUNK) + 4);
+        let out = Vec::with_capacity(buffer_for(plan.encoded, 2 * CHUNK));
+        Encoder { src, plan, raw_left: plan.raw, out_left: plan.encoded, raw, out, pos: 0 }
     }
 
-    /// Encodes the next chunk into `out` (which may stay empty when a chunk ends inside a
-    /// character); at the end, checks the file ended where the survey said and finishes.
-    fn refill(&mut self) -> io::Result<()> {
+    /// Encodes the next step into `out` (which may stay empty when a step ends inside a
+    /// character); false at the end, once the file ended where the survey said.
+    fn refill(&mut self) -> io::Result<bool> {
         let changed = || io::Error::other("the file changed while it was being sent");
-        self.out.clear();
         self.pos = 0;
+        self.out.clear();
         if self.raw_left == 0 {
-            let more = read_full(&mut self.src, &mut [0u8; 1])?;
-            self.finished = more == 0 && self.out_left == 0 && self.carry.is_empty();
-            return if self.finished { Ok(()) } else { Err(changed()) };
+            let ended = self.src.read(&mut [0u8; 1])? == 0 && self.out_left == 0 && self.raw.is_empty();
+            return if ended { Ok(false) } else { Err(changed()) };
         }
-        let step = if self.plan.encoding == Encoding::Text { CHUNK } else { B64_CHUNK };
-        self.raw.resize(step.min(self.raw_left as usize), 0);
-        if read_full(&mut self.src, &mut self.raw)? < self.raw.len() {
+        let text = self.plan.encoding == Encoding::Text;
+        let step = (if text { CHUNK } else { B64_CHUNK }).min(self.raw_left as usize);
+        if read_up_to(&mut self.src, step, &mut self.raw)? < step {
             return Err(changed());
         }
-        self.raw_left -= self.raw.len() as u64;
-        if self.plan.encoding == Encoding::Base64 {
+        self.raw_left -= step as u64;
+        let used = if text {
+            let whole = whole_chars(&self.raw, self.raw_left == 0).filter(|&w| xml_safe(&self.raw[..w]));
+            let whole = whole.ok_or_else(changed)?;
+            escape_into(&self.raw[..whole], &mut self.out);
+            whole
+        } else {
             self.out.resize(self.raw.len().div_ceil(3) * 4, 0);
             base64::encode_config_slice(&self.raw, base64::STANDARD, &mut self.out);
-        } else {
-            match self.carry.split(&self.raw) {
-                Some(text) if xml_safe(&text) => escape_into(&text, &mut self.out),
-                _ => return Err(changed()),
-            }
-        }
+            self.raw.len()
+        };
+        self.raw.drain(..used);
         self.out_left = self.out_left.checked_sub(self.out.len() as u64).ok_or_else(changed)?;
-        Ok(())
+        Ok(true)
     }
 }
 
 impl<R: Read> Read for Encoder<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.out.len() && !self.finished {
-            self.refill()?;
+        while self.pos == self.out.len() {
+            if !self.refill()? {
+                return Ok(0);
+            }
         }
         let n = buf.len().min(self.out.len() - self.pos);
         buf[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
@@ -694,7 +691,9 @@ fn xml_space(b: u8) -> bool {
 
 /// A small pull scanner over a byte stream: enough XML to find and stream one value.
 struct Scanner<R> {
+    /// The answer as it arrives.
     src: R,
+    /// Bytes read from `src`; those in `pos..end` are not yet consumed.
     buf: Vec<u8>,
     pos: usize,
     end: usize,
@@ -748,7 +747,7 @@ impl<R: Read> Scanner<R> {
             self.advance(ws);
             skipped += ws;
             if skipped > MAX_WHITE_SPACE {
-                return Err(io::Error::other("an answer padded with endless white space"));
+                return Err(io::Error::other("it padded its answer with endless white space"));
             }
             if !self.available().is_empty() || !self.fill()? {
                 return Ok(());
@@ -876,7 +875,7 @@ fn stream_text(s: &mut Scanner<impl Read>, close: &[u8], out: &mut impl Write) -
 fn write_capped(out: &mut impl Write, data: &[u8], total: &mut u64) -> io::Result<()> {
     *total += data.len() as u64;
     if *total > MAX_FILE_BYTES {
-        return Err(io::Error::other(format!("content is larger than the {MAX_FILE_BYTES}-byte cap")));
+        return Err(io::Error::other(format!("it sent more than the {MAX_FILE_BYTES}-byte cap")));
     }
     out.write_all(data)
 }
@@ -887,6 +886,12 @@ fn entity(s: &mut Scanner<impl Read>) -> io::Result<Option<char>> {
     let avail = s.available();
     let Some(end) = memchr(b';', &avail[..avail.len().min(12)]) else {
         return Ok(None);
+    };
+    let number = |digits: &[u8], radix| {
+        let digits = std::str::from_utf8(digits)
+            .ok()
+            .filter(|d| !d.is_empty() && d.chars().all(|c| c.is_digit(radix)))?;
+        char::from_u32(u32::from_str_radix(digits, radix).ok()?)
     };
     let c = match &avail[1..end] {
         b"amp" => Some('&'),
@@ -902,15 +907,6 @@ fn entity(s: &mut Scanner<impl Read>) -> io::Result<Option<char>> {
     Ok(c)
 }
 
-/// The character of a numeric reference's digits.
-fn number(digits: &[u8], radix: u32) -> Option<char> {
-    let digits = std::str::from_utf8(digits).ok()?;
-    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
-        return None;
-    }
-    char::from_u32(u32::from_str_radix(digits, radix).ok()?)
-}
-
 /// Streams base64 text up to `</base64>`, skipping white space; `None` on anything else.
 fn stream_base64(s: &mut Scanner<impl Read>, out: &mut impl Write) -> io::Result<Option<u64>> {
     let (mut quads, mut bytes, mut total) = (Vec::with_capacity(CHUNK), vec![0; CHUNK], 0u64);
@@ -923,10 +919,9 @@ fn stream_base64(s: &mut Scanner<impl Read>, out: &mut impl Write) -> io::Result
         quads.extend(run.iter().filter(|&&b| !xml_space(b)));
         (chars, spaces) = (chars + quads.len() - before, spaces + run.len() - (quads.len() - before));
         if spaces > chars / 4 + MAX_WHITE_SPACE {
-            return Err(io::Error::other("base64 padded with endless white space"));
+            return Err(io::Error::other("it padded its base64 with endless white space"));
         }
-        let used = run.len();
-        s.advance(used);
+        s.advance(run.len());
         let whole = if stop.is_some() { quads.len() } else { quads.len() / 4 * 4 };
         if whole % 4 != 0 {
             return Ok(None);
@@ -947,35 +942,81 @@ fn stream_base64(s: &mut Scanner<impl Read>, out: &mut impl Write) -> io::Result
     }
 }
 
-// ---------------------------------------------------------------- server
+// ================================================================ node
+
+/// Peers one node keeps and one client visits: bounds memory and the join walk.
+const MAX_PEERS: usize = 10_000;
+/// Largest request body a node reads: a full 10,000-peer list fits twice over.
+const MAX_REQUEST_BYTES: u64 = 2 << 20;
+/// Compiled size limit of a regex, so a hostile pattern cannot eat memory or time.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Mode-1 answers a node keeps written, by pattern: clients repeat the same few patterns.
+const ANSWER_CACHE: usize = 64;
+/// Files whose survey a node keeps (see `Node::survey`).
+const SURVEY_CACHE: usize = 4096;
+/// Age a folder's or a file's mtime must have before what was read from it is kept: a
+/// change within one file-system clock tick (up to 2 s on some) could otherwise leave the
+/// mtime, and the stale copy, as they were.
+const SETTLE: Duration = Duration::from_secs(2);
+/// Request log lines the shell keeps for its `log` command.
+const LOG_LINES: usize = 200;
 
 /// A serving node: its URL (the token is bound to it), shared folder and peer list.
 struct Node {
+    /// The URL the node was started as: the one its token is bound to.
     url: String,
+    /// The network's password.
     password: Vec<u8>,
-    dir: PathBuf,
+    /// The shared folder, opened once at start: a folder swapped in under the node is never read.
+    _folder: File,
+    /// `/proc/self/fd/N` of the folder: a path that always leads into the folder opened.
+    base: PathBuf,
+    /// Known peers, this node among them.
     peers: Mutex<Peers>,
+    /// The folder's servable names, with the folder's mtime they were read at.
     listing: Mutex<Option<(SystemTime, Arc<Vec<String>>)>>,
+    /// Mode-1 answers already written.
     answers: Mutex<Answers>,
+    /// Surveys of files already sent, by device, inode, size and mtime.
+    surveys: Mutex<HashMap<[u64; 5], Survey>>,
+    /// Calls to other nodes: the join, and probes when the peer list is full.
+    caller: Caller,
+    /// The shell's request log; `None`: log lines go to stderr.
+    log: Option<Mutex<VecDeque<String>>>,
 }
 
 /// A peer list in arrival order, with a set for fast membership.
 #[derive(Default)]
 struct Peers {
+    /// The URLs, in the order they came.
     list: Vec<String>,
+    /// The same URLs.
     seen: HashSet<String>,
 }
 
 impl Peers {
+    /// Whether `url` is a valid peer URL not known yet.
+    fn is_new(&self, url: &str) -> bool {
+        valid_peer_url(url) && !self.seen.contains(url)
+    }
+
     /// Appends every valid URL not yet known, in order, up to MAX_PEERS.
     fn merge<'a>(&mut self, urls: impl IntoIterator<Item = &'a str>) {
         for url in urls {
             if self.list.len() >= MAX_PEERS {
                 break;
             }
-            if valid_peer_url(url) && self.seen.insert(url.to_string()) {
+            if self.is_new(url) {
+                self.seen.insert(url.to_string());
                 self.list.push(url.to_string());
             }
+        }
+    }
+
+    /// Forgets `url`.
+    fn remove(&mut self, url: &str) {
+        if self.seen.remove(url) {
+            self.list.retain(|u| u != url);
         }
     }
 
@@ -988,463 +1029,778 @@ impl Peers {
 /// Mode-1 answers already written, by pattern, for the listing they were made from.
 #[derive(Default)]
 struct Answers {
+    /// The listing the answers were made from.
     listing: Arc<Vec<String>>,
+    /// Each pattern's written answer, and how many names it holds.
     by_pattern: HashMap<String, (Arc<[u8]>, usize)>,
 }
 
-/// What `f` answers: a written XML-RPC answer (with a note for the log), or a file to stream.
-enum Reply {
+/// What a call of `f` is answered with.
+enum Answer {
+    /// An XML-RPC answer already written, and a few words on it for the log.
     Xml(Arc<[u8]>, String),
+    /// A file's content, streamed (see `send_content`).
     File(File, Survey),
 }
 
 /// A value as a written answer.
-fn reply(value: Value) -> Reply {
-    Reply::Xml(answer_xml(&value).into(), describe_value(&value))
+fn answer(value: Value, note: String) -> Answer {
+    Answer::Xml(answer_xml(Ok(value)).into(), note)
 }
 
-/// The body of every response but streamed content (see `send_content`).
-type Body = Cursor<Arc<[u8]>>;
-
-/// Serves the current folder as `http://HOST:PORT`, after joining through `peers`.
-fn serve(password: &str, host: &str, port: u16, peers: Vec<String>) -> Result<()> {
-    let listener =
-        TcpListener::bind((host, port)).with_context(|| format!("cannot listen on {host}:{port}"))?;
-    no_delay(&listener).context("cannot set TCP_NODELAY")?;
-    let port = listener.local_addr().context("no local address")?.port();
-    let url = format!("http://{host}:{port}");
-    let server =
-        tiny_http::Server::from_listener(listener, None).map_err(|e| anyhow!("cannot serve {url}: {e}"))?;
-    let dir = std::env::current_dir().and_then(fs::canonicalize).context("cannot open the current folder")?;
-    let mut list = Peers::default();
-    list.merge(peers.iter().map(String::as_str).chain([url.as_str()]));
-    let node = Arc::new(Node {
-        url,
-        password: password.as_bytes().to_vec(),
-        dir,
-        peers: Mutex::new(list),
-        listing: Mutex::new(None),
-        answers: Mutex::new(Answers::default()),
+/// Serves this folder as `http://HOST:PORT`, joined through `peers`; with `shell`, a prompt too.
+fn serve(caller: Caller, host: &str, port: u16, peers: &[String], shell: bool) -> Result<bool> {
+    raise_fd_limit();
+    let listener = Arc::new(listen(host, port, caller.settings.timeout)?);
+    let url = format!("http://{host}:{}", listener.local_addr().context("no local address")?.port());
+    let node = Arc::new(Node::new(caller, url, peers, shell)?);
+    let (names, left_out) = scan(&node.base).context("cannot list this folder")?;
+    Pool::start(&node, listener)?;
+    let (joined, join_done) = mpsc::channel();
+    let joiner = node.clone();
+    std::thread::spawn(move || {
+        join(&joiner);
+        let _ = joined.send(());
     });
-    let addr = server.server_addr().to_ip().context("no local address")?;
-    let (stopped, stop) = mpsc::channel();
-    let workers = Workers {
-        server: Arc::new(server),
-        node: node.clone(),
-        stopped,
-        origin: Instant::now(),
-        served: Arc::default(),
-    };
-    std::thread::spawn(move || workers.run(addr));
-    // Workers run before the join, so a peer list that names this node reaches it.
-    join(&node, &Caller::new(password, timeout()?));
+    // Serving already; the join goes on in the background, and most joins are done by now.
+    let _ = join_done.recv_timeout(JOIN_GRACE);
+    let left_out: Vec<String> = left_out.iter().map(|(why, n)| format!("{why}: {n}")).collect();
+    let left_out =
+        if left_out.is_empty() { String::new() } else { format!(" (left out: {})", left_out.join(", ")) };
+    let folder = fs::canonicalize(&node.base).unwrap_or_default();
+    say_err(format_args!(
+        "sharing {} files from {}{left_out}",
+        names.len(),
+        printable(&folder.to_string_lossy())
+    ));
+    if host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified()) {
+        say_err(format_args!(
+            "tinyp2p: warning: other nodes will be told {}, which they cannot reach: start the node \
+             with the address they will use",
+            node.url
+        ));
+    }
     say_err(format_args!("listening on {}", node.url));
-    let e = stop.recv().context("every worker stopped")?;
-    bail!("{} stopped accepting connections: {e}", node.url)
-}
-
-/// The request workers. A few hot threads answer fastest (every idle thread woken in turn
-/// costs a cold start); one more joins whenever all have been held by one request for
-/// WORKER_STUCK (a large file, a stalled client: tiny_http has no timeouts to free them).
-struct Workers {
-    server: Arc<tiny_http::Server>,
-    node: Arc<Node>,
-    stopped: mpsc::Sender<io::Error>,
-    origin: Instant,
-    served: Arc<AtomicUsize>,
-}
-
-impl Workers {
-    /// Starts MIN_WORKERS, then every POOL_NUDGE nudges tiny_http's pool (see `nudge`) and
-    /// adds a worker if all are stuck, up to MAX_WORKERS.
-    fn run(self, addr: std::net::SocketAddr) {
-        let mut busy: Vec<Arc<AtomicU64>> = (0..MIN_WORKERS).map(|_| self.spawn()).collect();
-        let (mut served, mut quiet) = (0, 0u32);
-        loop {
-            std::thread::sleep(POOL_NUDGE);
-            let now_served = self.served.load(Ordering::Relaxed);
-            quiet = if now_served == served { quiet.saturating_add(1) } else { 0 };
-            served = now_served;
-            // tiny_http 0.12's connection pool has a race: when connections arrive in a
-            // burst, some can be queued with no thread woken for them, until a keep-alive
-            // connection closes. Each connection of our own gives a pool thread the chance
-            // to take one up; while ours are not taken up at once, some wait: nudge again.
-            // An idle node nudges seldom, so it costs next to nothing.
-            if quiet < ACTIVE_TICKS || quiet % ACTIVE_TICKS == 0 {
-                (0..MAX_WORKERS).take_while(|_| !nudge(addr)).for_each(drop);
-            }
-            let now = millis_since(self.origin);
-            let stuck = |since: &Arc<AtomicU64>| match since.load(Ordering::Relaxed) {
-                0 => false,
-                since => now.saturating_sub(since) >= WORKER_STUCK.as_millis() as u64,
-            };
-            if busy.len() < MAX_WORKERS && busy.iter().all(stuck) {
-                busy.push(self.spawn());
-            }
-        }
+    say_err(format_args!("to fetch from here: tinyp2p - client {} PATTERN (TINYP2P_PASSWORD set)", node.url));
+    if shell {
+        return run_shell(&node);
     }
-
-    /// Starts a worker; what it returns holds when its current request began (0: idle).
-    fn spawn(&self) -> Arc<AtomicU64> {
-        let since = Arc::new(AtomicU64::new(0));
-        let (server, node, stopped, mark) =
-            (self.server.clone(), self.node.clone(), self.stopped.clone(), since.clone());
-        let served = self.served.clone();
-        let origin = self.origin;
-        std::thread::spawn(move || {
-            loop {
-                match server.recv() {
-                    Ok(request) => {
-                        mark.store(millis_since(origin), Ordering::Relaxed);
-                        handle(&node, request);
-                        mark.store(0, Ordering::Relaxed);
-                        served.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => break stopped.send(e),
-                }
-            }
-        });
-        since
-    }
-}
-
-/// Milliseconds since `origin`, plus one, so that a mark of 0 can mean "idle".
-fn millis_since(origin: Instant) -> u64 {
-    origin.elapsed().as_millis() as u64 + 1
-}
-
-/// Connects to this node and half-closes; true if tiny_http took the connection up (and
-/// closed it) within POOL_NUDGE, false if it sits queued behind others.
-fn nudge(addr: std::net::SocketAddr) -> bool {
-    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, POOL_NUDGE) else { return true };
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-    let _ = stream.set_read_timeout(Some(POOL_NUDGE));
-    matches!(stream.read(&mut [0u8; 1]), Ok(0))
-}
-
-/// Turns off Nagle's algorithm on the listener, which Linux passes on to every accepted
-/// connection: tiny_http writes a response's head and body apart, and Nagle's algorithm
-/// with delayed ACKs would then hold each body back for 40 ms.
-fn no_delay(listener: &TcpListener) -> io::Result<()> {
-    let one: libc::c_int = 1;
-    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: a valid socket, and an option value that outlives the call with its true size.
-    let rc = unsafe {
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            (&raw const one).cast(),
-            len,
-        )
-    };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
-}
-
-/// What a request is answered with: an HTTP response, or a file's content to stream.
-enum Answer {
-    Http(Response<Body>),
-    Content(File, Survey),
-}
-
-/// Answers one HTTP request and logs it in one line, as Python's server does.
-fn handle(node: &Node, mut request: Request) {
-    let who = request.remote_addr().map_or("-".to_string(), |a| a.ip().to_string());
-    let line = printable(&format!("{who} \"{} {}\"", request.method(), request.url()));
-    let unread = request.body_length().is_some_and(|n| n as u64 > MAX_REQUEST_BYTES);
-    let (answer, what) = respond(node, &mut request);
-    let (status, sent) = match answer {
-        Answer::Http(response) if unread || response.status_code().0 == 413 => {
-            let status = response.status_code().0;
-            refuse(request, response);
-            (status, Ok(()))
-        }
-        Answer::Http(response) => (response.status_code().0, request.respond(response)),
-        Answer::Content(file, plan) => (200, send_content(request, file, plan)),
-    };
-    match sent {
-        Ok(()) => say_err(format_args!("{line} {status} {}", printable(&what))),
-        Err(e) => say_err(format_args!("{line} {status} {}: sending failed: {e}", printable(&what))),
-    }
-}
-
-/// Answers a request whose body is left unread. When tiny_http lets go of a request, it
-/// reads the rest of its body, first allocating a buffer of the size the client declared:
-/// a wait a client can drag out (so that holds a thread of its own), and for a terabyte
-/// an abort of the whole node. A body declared over DRAIN_LIMIT is therefore never let go
-/// of: the answer goes out as an "upgrade", which hands the connection to us, and we keep
-/// it, unread and open, until the node stops (a thread and a socket each, no memory).
-fn refuse(request: Request, response: Response<Body>) {
-    if request.body_length().is_some_and(|n| n as u64 > DRAIN_LIMIT) {
-        std::mem::forget(request.upgrade("close", response));
-    } else {
-        std::thread::spawn(move || request.respond(response));
-    }
-}
-
-/// Streams a file's content as an XML-RPC answer with its exact length. It writes its own
-/// HTTP head because tiny_http copies a body 8 KiB per system call, which costs large
-/// files a third of the server's time; this sends up to SEND_BUFFER at once, and a small
-/// file's whole answer, head and all, in one write.
-fn send_content(request: Request, file: File, plan: Survey) -> io::Result<()> {
-    let (head, tail) = content_frame(plan.encoding);
-    let len = head.len() as u64 + plan.encoded + tail.len() as u64;
-    let (major, minor) = (request.http_version().0, request.http_version().1);
-    let mut out = request.into_writer();
-    let mut buf =
-        format!("HTTP/{major}.{minor} 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {len}\r\n\r\n")
-            .into_bytes();
-    let size = buffer_for(buf.len() as u64 + len, SEND_BUFFER);
-    let mut body = head.chain(Encoder::new(file, plan)).chain(tail);
-    let mut left = len + buf.len() as u64;
     loop {
-        let start = buf.len();
-        buf.resize(size.max(start + 1), 0);
-        let read = read_full(&mut body, &mut buf[start..]);
-        buf.truncate(start + *read.as_ref().unwrap_or(&0));
-        out.write_all(&buf)?;
-        left -= buf.len() as u64;
-        if let Err(e) = read {
-            // The file changed: the head promised `len` bytes, and tiny_http keeps the
-            // connection open, so a short answer would leave the client waiting. NUL
-            // bytes, which no XML parser takes, make it fail at once instead.
-            io::copy(&mut io::repeat(0).take(left), &mut out)?;
-            out.flush()?;
-            return Err(e);
-        }
-        if buf.is_empty() {
-            return out.flush();
-        }
-        buf.clear();
+        std::thread::park(); // the workers serve; a signal ends the program
     }
-}
-
-/// The answer to one request, and a few words on it for the log.
-fn respond(node: &Node, request: &mut Request) -> (Answer, String) {
-    let http = |status, text| Answer::Http(plain(status, text));
-    if *request.method() != Method::Post {
-        return (http(405, "only POST is served"), "not POST".into());
-    }
-    if !matches!(request.url(), "/" | "/RPC2") {
-        return (http(404, "XML-RPC is served at / and /RPC2"), "no such path".into());
-    }
-    let body = match read_body(request) {
-        Ok(Some(body)) => body,
-        Ok(None) => return (http(413, "request too large"), "too large".into()),
-        Err(e) => return (http(400, "cannot read the request"), format!("unreadable: {e}")),
-    };
-    let outcome = parse_call(&body).and_then(|(method, params)| match method.as_str() {
-        "f" => node.f(&params),
-        other => Err(format!("method {other:?} is not supported")),
-    });
-    match outcome {
-        Ok(Reply::Xml(xml, note)) => (Answer::Http(xml_response(xml)), note),
-        Ok(Reply::File(file, plan)) => (Answer::Content(file, plan), format!("{} bytes", plan.raw)),
-        Err(why) => (Answer::Http(xml_response(fault_xml(&why).into())), format!("fault: {why}")),
-    }
-}
-
-/// Reads a request body of at most MAX_REQUEST_BYTES; `None` when it is larger.
-fn read_body(request: &mut Request) -> io::Result<Option<Vec<u8>>> {
-    if request.body_length().is_some_and(|n| n as u64 > MAX_REQUEST_BYTES) {
-        return Ok(None);
-    }
-    let mut body = Vec::new();
-    request.as_reader().take(MAX_REQUEST_BYTES + 1).read_to_end(&mut body)?;
-    Ok((body.len() as u64 <= MAX_REQUEST_BYTES).then_some(body))
-}
-
-/// A short log note on an answer.
-fn describe_value(value: &Value) -> String {
-    match value {
-        Value::Bool(false) => "wrong token".into(),
-        Value::Array(items) => format!("{} peers", items.len()),
-        _ => "answered".into(),
-    }
-}
-
-/// A plain-text HTTP error.
-fn plain(status: u16, text: &str) -> Response<Body> {
-    let body = Cursor::new(Arc::from(text.as_bytes()));
-    Response::new(StatusCode(status), vec![], body, Some(text.len()), None)
-}
-
-/// A 200 XML response from bytes in memory.
-fn xml_response(xml: Arc<[u8]>) -> Response<Body> {
-    let len = xml.len();
-    let body = Cursor::new(xml);
-    Response::new(StatusCode(200), vec![xml_header()], body, Some(len), None)
-}
-
-/// `Content-Type: text/xml`.
-fn xml_header() -> Header {
-    Header::from_bytes(&b"Content-Type"[..], &b"text/xml"[..]).expect("a valid header")
 }
 
 impl Node {
+    /// A node known as `url`, sharing the current folder, its list holding `peers` and itself.
+    fn new(caller: Caller, url: String, peers: &[String], shell: bool) -> Result<Node> {
+        let folder = File::open(".").context("cannot open this folder")?;
+        let base = PathBuf::from(format!("/proc/self/fd/{}", folder.as_raw_fd()));
+        fs::metadata(&base).context("cannot reach this folder through /proc")?;
+        let mut list = Peers::default();
+        list.merge(peers.iter().map(String::as_str).chain([url.as_str()]));
+        Ok(Node {
+            password: caller.password.clone(),
+            url,
+            _folder: folder,
+            base,
+            peers: Mutex::new(list),
+            listing: Mutex::default(),
+            answers: Mutex::default(),
+            surveys: Mutex::default(),
+            caller,
+            log: shell.then(Mutex::default),
+        })
+    }
+
+    /// Logs a line: on stderr, or into the shell's log, so it cannot garble the prompt.
+    fn note(&self, line: String) {
+        let Some(log) = &self.log else { return say_err(format_args!("{line}")) };
+        let mut log = lock(log);
+        if log.len() == LOG_LINES {
+            log.pop_front();
+        }
+        log.push_back(line);
+    }
+
     /// The one method: `f(token, mode, arg)`, as the original answers it.
-    fn f(&self, params: &[Value]) -> Result<Reply, String> {
+    fn f(&self, params: &[Value]) -> Result<Answer, String> {
         let [token, mode, arg] = params else {
             return Err(format!("f takes 3 arguments ({} given)", params.len()));
         };
         let token = token.as_str().ok_or("the token must be a string")?;
         if !token_ok(&self.password, &self.url, token) {
-            return Ok(reply(Value::Bool(false)));
+            return Ok(answer(Value::Bool(false), "wrong token".into()));
         }
         match mode.as_i64().ok_or("the mode must be an integer")? {
-            0 => self.offer(arg).map(reply),
+            0 => self.offer(arg),
             1 => self.search(arg),
-            _ => self.open(arg).map(|(file, plan)| Reply::File(file, plan)),
+            _ => self.open(arg).map(|(file, plan)| Answer::File(file, plan)),
         }
     }
 
-    /// Mode 0: merges the offered URLs into the peer list and answers the list.
-    fn offer(&self, arg: &Value) -> Result<Value, String> {
+    /// Mode 0: merges the offered URLs into the peer list and answers the list; a full
+    /// list first makes room (see `make_room`).
+    fn offer(&self, arg: &Value) -> Result<Answer, String> {
         let items = arg.as_array().ok_or("mode 0 takes a list of peer URLs")?;
         let urls: Option<Vec<&str>> = items.iter().map(Value::as_str).collect();
         let urls = urls.ok_or("mode 0 takes a list of strings")?;
-        let mut peers = self.peers.lock().expect("peer list lock");
+        let (known, new) = {
+            let peers = lock(&self.peers);
+            (peers.list.len(), urls.iter().filter(|u| peers.is_new(u)).count())
+        };
+        if new > 0 && known + new > MAX_PEERS {
+            self.make_room(new);
+        }
+        let mut peers = lock(&self.peers);
         peers.merge(urls);
-        Ok(peers.to_value())
+        Ok(answer(peers.to_value(), format!("{} peers", peers.list.len())))
     }
 
     /// Mode 1: `[[names]]`, the servable names the regex searches; written once per
     /// pattern and listing, since clients repeat their patterns.
-    fn search(&self, arg: &Value) -> Result<Reply, String> {
+    fn search(&self, arg: &Value) -> Result<Answer, String> {
         let pattern = arg.as_str().ok_or("mode 1 takes a regex string")?;
         let names = self.names().map_err(|e| format!("cannot list the shared folder: {e}"))?;
-        let answers = self.answers.lock().expect("answer cache lock");
+        let answers = lock(&self.answers);
         if let Some((xml, n)) =
             answers.by_pattern.get(pattern).filter(|_| Arc::ptr_eq(&answers.listing, &names))
         {
-            return Ok(Reply::Xml(xml.clone(), format!("{n} names")));
+            return Ok(Answer::Xml(xml.clone(), format!("{n} names")));
         }
         drop(answers);
         let regex = compile_regex(pattern)?;
         let found: Vec<Value> =
             names.iter().filter(|n| regex.is_match(n)).map(|n| Value::from(n.as_str())).collect();
         let n = found.len();
-        let xml: Arc<[u8]> = answer_xml(&Value::Array(vec![Value::Array(found)])).into();
-        let mut answers = self.answers.lock().expect("answer cache lock");
+        let xml: Arc<[u8]> = answer_xml(Ok(Value::Array(vec![Value::Array(found)]))).into();
+        let mut answers = lock(&self.answers);
         if !Arc::ptr_eq(&answers.listing, &names) || answers.by_pattern.len() >= ANSWER_CACHE {
             *answers = Answers { listing: names, by_pattern: HashMap::new() };
         }
         answers.by_pattern.insert(pattern.to_string(), (xml.clone(), n));
-        Ok(Reply::Xml(xml, format!("{n} names")))
+        Ok(Answer::Xml(xml, format!("{n} names")))
     }
 
-    /// Mode 2: the named file, opened and surveyed, if it is served.
+    /// Mode 2: the named file, opened in the folder and surveyed, if it is served.
     fn open(&self, arg: &Value) -> Result<(File, Survey), String> {
         let name = arg.as_str().ok_or("mode 2 takes a file name")?;
         let refused = || format!("no such file: {name:?}");
-        let path = servable(&self.dir, name).ok_or_else(refused)?;
+        let target = servable(&self.base, name).ok_or_else(refused)?;
         // Not through a link swapped in since the check, nor blocking on a FIFO.
         let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK;
-        let mut file =
-            OpenOptions::new().read(true).custom_flags(flags).open(&path).map_err(|_| refused())?;
+        let options = OpenOptions::new().read(true).custom_flags(flags).clone();
+        let mut file = options.open(self.base.join(target)).map_err(|_| refused())?;
         let meta = file.metadata().map_err(|_| refused())?;
         if !meta.is_file() {
             return Err(refused());
         }
-        let plan = survey(&mut file, meta.len()).map_err(|e| format!("cannot read {name:?}: {e}"))?;
-        io::Seek::rewind(&mut file).map_err(|e| format!("cannot read {name:?}: {e}"))?;
+        let plan = self.survey(&mut file, &meta).map_err(|e| format!("cannot read {name:?}: {e}"))?;
         Ok((file, plan))
+    }
+
+    /// A file's survey, kept while its device, inode, size and mtime stay the same, so a
+    /// file asked for again streams at once. A change that slips past them costs nothing
+    /// worse than a failed transfer: the encoder checks every byte against the survey.
+    fn survey(&self, file: &mut File, meta: &fs::Metadata) -> io::Result<Survey> {
+        let stamp = [meta.dev(), meta.ino(), meta.len(), meta.mtime() as u64, meta.mtime_nsec() as u64];
+        if let Some(plan) = lock(&self.surveys).get(&stamp) {
+            return Ok(*plan);
+        }
+        let plan = survey(file, meta.len())?;
+        file.rewind()?;
+        if settled(meta.modified()?) {
+            let mut surveys = lock(&self.surveys);
+            if surveys.len() >= SURVEY_CACHE {
+                surveys.clear();
+            }
+            surveys.insert(stamp, plan);
+        }
+        Ok(plan)
     }
 
     /// The folder's servable names, sorted; scanned again only when the folder changed.
     fn names(&self) -> io::Result<Arc<Vec<String>>> {
-        let stamp = fs::metadata(&self.dir)?.modified()?;
-        let mut cache = self.listing.lock().expect("listing lock");
+        let stamp = fs::metadata(&self.base)?.modified()?;
+        let mut cache = lock(&self.listing);
         if let Some((seen, names)) = cache.as_ref()
             && *seen == stamp
         {
             return Ok(names.clone());
         }
-        let names = Arc::new(scan(&self.dir)?);
-        let settled = SystemTime::now().duration_since(stamp).is_ok_and(|age| age >= LISTING_SETTLE);
-        *cache = settled.then(|| (stamp, names.clone()));
+        let names = Arc::new(scan(&self.base)?.0);
+        *cache = settled(stamp).then(|| (stamp, names.clone()));
         Ok(names)
     }
 }
 
+/// Whether a file-system time is older than SETTLE.
+fn settled(time: SystemTime) -> bool {
+    SystemTime::now().duration_since(time).is_ok_and(|age| age >= SETTLE)
+}
+
+/// Answers one HTTP request and logs it in one line, as Python's server does.
+fn handle(node: &Node, mut request: Request) {
+    let who = request.remote_addr().map_or("-".to_string(), |a| a.ip().to_string());
+    let (method, path, version) =
+        (request.method().clone(), printable(request.url()), request.http_version());
+    let line = format!("{who} - - [{}] \"{method} {path} HTTP/{version}\"", log_time());
+    let (status, note, sent) = match respond(node, &mut request) {
+        Ok(Answer::File(file, plan)) => {
+            (200, format!("{} bytes", plan.raw), send_content(request, file, plan))
+        }
+        Ok(Answer::Xml(xml, note)) => {
+            let header = Header::from_bytes(&b"Content-Type"[..], &b"text/xml"[..]).expect("a valid header");
+            (200, note, request.respond(Response::from_data(xml.to_vec()).with_header(header)))
+        }
+        Err((status, why)) => {
+            (status, why.clone(), request.respond(Response::from_string(why).with_status_code(status)))
+        }
+    };
+    let failed = sent.err().map(|e| format!(": sending failed: {e}")).unwrap_or_default();
+    node.note(format!("{line} {status} - {}{failed}", printable(&note)));
+}
+
+/// The answer to one request, or an HTTP error status and its reason.
+fn respond(node: &Node, request: &mut Request) -> Result<Answer, (u16, String)> {
+    if *request.method() != Method::Post {
+        return Err((405, "only POST is served".into()));
+    }
+    if !matches!(request.url(), "/" | "/RPC2") {
+        return Err((404, "XML-RPC is served at / and /RPC2".into()));
+    }
+    let too_large = || (413, format!("requests of over {MAX_REQUEST_BYTES} bytes are refused"));
+    if request.body_length().is_some_and(|n| n as u64 > MAX_REQUEST_BYTES) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    let mut reader = request.as_reader().take(MAX_REQUEST_BYTES + 1);
+    reader.read_to_end(&mut body).map_err(|e| (400, format!("cannot read the request: {e}")))?;
+    if body.len() as u64 > MAX_REQUEST_BYTES {
+        return Err(too_large());
+    }
+    let call = parse_call(&body).and_then(|(method, params)| match method.as_str() {
+        "f" => node.f(&params),
+        other => Err(format!("method {other:?} is not supported")),
+    });
+    Ok(call.unwrap_or_else(|why| Answer::Xml(answer_xml(Err(why.clone())).into(), format!("fault: {why}"))))
+}
+
+/// The local time as Python's server log writes it: `24/Nov/2026 10:00:00`.
+fn log_time() -> String {
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut buf = [0u8; 64];
+    // SAFETY: localtime_r and strftime get valid pointers, and strftime the buffer's size.
+    let n = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&(now as libc::time_t), &mut tm);
+        libc::strftime(buf.as_mut_ptr().cast(), buf.len(), c"%d/%b/%Y %H:%M:%S".as_ptr(), &tm)
+    };
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
 /// Compiles a pattern with a size limit, so a hostile one cannot eat memory; the error is
-/// one line (the regex crate's own draws a caret under the pattern on lines of its own).
+/// one line (the regex crate's own draws a caret under the pattern on lines of its own),
+/// with a hint when the pattern looks like a shell glob.
 fn compile_regex(pattern: &str) -> Result<Regex, String> {
     let built =
         RegexBuilder::new(pattern).size_limit(REGEX_SIZE_LIMIT).dfa_size_limit(REGEX_SIZE_LIMIT).build();
     built.map_err(|e| {
         let text = e.to_string();
         let gist = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
-        format!("invalid regex {pattern:?}: {}", gist.trim().trim_start_matches("error: "))
+        let hint = glob_as_regex(pattern).map(|re| format!("; PATTERN is a regex, not a glob: try '{re}'"));
+        let gist = gist.trim().trim_start_matches("error: ");
+        format!("invalid regex {pattern:?}: {gist}{}", hint.unwrap_or_default())
     })
 }
 
-// ---------------------------------------------------------------- join
+/// The regex a pattern written as a shell glob means (`*.txt` is `\.txt$`), if it has a wildcard.
+fn glob_as_regex(pattern: &str) -> Option<String> {
+    if !pattern.contains(['*', '?']) {
+        return None;
+    }
+    let mut re = String::from("^");
+    for c in pattern.chars() {
+        match c {
+            '*' => re.push_str(".*"),
+            '?' => re.push('.'),
+            c => re.push_str(&regex::escape(c.encode_utf8(&mut [0; 4]))),
+        }
+    }
+    re.push('$');
+    let re = re.strip_prefix("^.*").unwrap_or(&re);
+    let re = re.strip_suffix(".*$").unwrap_or(re);
+    Some(if re.is_empty() || re == "$" || re == "^" { ".".into() } else { re.to_string() })
+}
 
-/// Introduces this node to the network as the original did: the first peer, then every
-/// URL of the list in order while it grows, so every node reachable is told of us (the
-/// first peer twice, as in the original). A peer that failed once is not tried again.
-fn join(node: &Node, caller: &Caller) {
-    let at = |i: usize| node.peers.lock().expect("peer list lock").list.get(i).cloned();
-    let mut failed = HashSet::new();
-    for url in at(0).into_iter().chain((0..).map_while(at)) {
-        if url != node.url && !failed.contains(&url) && !introduce(node, caller, &url) {
-            failed.insert(url);
+/// The servable names of a folder, sorted, and how many entries were left out, by reason.
+fn scan(base: &Path) -> io::Result<(Vec<String>, BTreeMap<&'static str, usize>)> {
+    let (mut names, mut left_out) = (Vec::new(), BTreeMap::new());
+    for entry in fs::read_dir(base)?.flatten() {
+        let Ok(kind) = entry.file_type() else { continue };
+        let why = match entry.file_name().into_string().ok().filter(|n| plain_name(n)) {
+            Some(name) if is_part(&name) => continue, // a client's unfinished download
+            // the directory's own file types spare a system call per regular file
+            Some(name) if kind.is_file() || (kind.is_symlink() && servable(base, &name).is_some()) => {
+                names.push(name);
+                continue;
+            }
+            _ if kind.is_dir() => "subfolders",
+            None => "names it cannot carry",
+            Some(_) if kind.is_symlink() => "links leading out",
+            Some(_) => "other kinds of file",
+        };
+        *left_out.entry(why).or_insert(0) += 1;
+    }
+    names.sort();
+    Ok((names, left_out))
+}
+
+/// The name in the folder to open for `name`, if it is served: a regular file directly in
+/// the folder, or a link that resolves to one, relative to the folder opened. Client
+/// temporary files are never served.
+fn servable(base: &Path, name: &str) -> Option<String> {
+    if !plain_name(name) || is_part(name) {
+        return None;
+    }
+    let kind = fs::symlink_metadata(base.join(name)).ok()?.file_type();
+    if kind.is_file() {
+        return Some(name.to_string());
+    }
+    let real = fs::canonicalize(base.join(name)).ok().filter(|_| kind.is_symlink())?;
+    let target = real.file_name()?.to_str()?.to_string();
+    // canonicalize(base) is where the folder opened is now; gone (deleted) means refused
+    let inside = real.parent() == Some(fs::canonicalize(base).ok()?.as_path()) && !is_part(&target);
+    (inside && fs::metadata(&real).ok()?.is_file()).then_some(target)
+}
+
+// ================================================================ tiny_http's price
+//
+// What this program pays for tiny_http 0.12, all in this section, so that it can go
+// together the day the crate is fixed or replaced; the node's code above reads as if the
+// crate had no gaps. Each item names what was measured.
+// 1. Nagle: tiny_http writes a response's head and body apart, and Nagle's algorithm with
+//    delayed ACKs held each body back 40 ms. The listener sets TCP_NODELAY, which Linux
+//    passes on to every connection it accepts.
+// 2. No socket timeouts: a client that stalled mid-request, or never read its answer, held
+//    a thread for good, and 500 idle connections ran a node out of descriptors. The
+//    listener sets read and write timeouts, also passed on. They bound the listener's own
+//    accept() too: the pool connects to the node at least twice a timeout (see 4), and an
+//    accept that times out anyway is one more restart (see 6).
+// 3. Workers: tiny_http hands each request to whichever thread calls `recv`. A few hot
+//    threads answer fastest (measured: 4 serve about twice the requests per second of
+//    64), but a stalled client holds one until its timeout, so the pool keeps MIN_WORKERS
+//    free: it adds workers while requests hold them longer than WORKER_STUCK, doubling
+//    while clients stall, and lets the extra ones go once they idle.
+// 4. Pool race: connections arriving in a burst could wait with no tiny_http thread to
+//    read them until another connection closed (measured: 4 of 8 parallel downloads timed
+//    out). Each connection of our own gives its pool a thread that takes them up: every
+//    POOL_TICK while busy, repeated until one is taken up at once. (The client also opens
+//    its connections one by one; see `parallel`.)
+// 5. Unread bodies: dropping a request whose body was not read makes tiny_http read the
+//    rest into one zeroed buffer of the size the client declared; a terabyte aborted the
+//    node. `Allocator` maps such blocks lazily and unaccounted, so only what a read
+//    touches costs memory, and the connection is drained and closed like any other.
+// 6. Its accept loop ends for good on an error (EMFILE, out of descriptors) or a panic
+//    (its `try_clone().unwrap()`), and the node then stopped. The pool notices (an error
+//    from `recv`, or connections left in the listen queue for a second), logs one line,
+//    and serves again on the same socket from a new tiny_http server as soon as a few
+//    descriptors are free; the old server's workers leave once its connections are gone.
+// 7. Its response writer copies 8 KiB per system call, a third of a large file's time:
+//    content answers write their own head, and large writes (see `send_content`).
+// 8. It reads request heads with no size limit: a flood of headers grows the node while it
+//    lasts. The C allocator's free memory is given back to the system every second.
+
+/// How often the pool looks at its workers, and nudges tiny_http's pool while busy.
+const POOL_TICK: Duration = Duration::from_millis(20);
+/// Workers a node keeps free for new requests.
+const MIN_WORKERS: usize = 4;
+/// Most workers: stalled clients beyond this many do hold up the others.
+const MAX_WORKERS: usize = 1024;
+/// Most connections the pool makes to itself in one tick (4).
+const NUDGES: usize = 64;
+/// How long one request holds a worker before the pool counts the worker as held.
+const WORKER_STUCK: Duration = Duration::from_millis(50);
+/// How long connections may wait in the listen queue before the accept loop counts as gone.
+const ACCEPT_STALL: Duration = Duration::from_secs(1);
+/// Descriptors that must be free before a new tiny_http server starts (see 6).
+const SPARE_FDS: usize = 16;
+/// Largest single write of a content answer to its socket.
+const SEND_BUFFER: usize = 256 * 1024;
+/// Blocks at least this large are mapped by `Allocator` itself (see 5).
+const HUGE_BLOCK: usize = 1 << 30;
+/// A worker's mark while it waits for a request, and once it has left.
+const IDLE: u64 = 0;
+const GONE: u64 = u64::MAX;
+
+/// A listener whose connections inherit TCP_NODELAY and the read and write timeouts (1, 2).
+fn listen(host: &str, port: u16, timeout: Duration) -> Result<TcpListener> {
+    let listener =
+        TcpListener::bind((host, port)).with_context(|| format!("cannot listen on {host}:{port}"))?;
+    // SAFETY: the listener's own socket, borrowed as a stream to set options, never closed.
+    let socket = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(listener.as_raw_fd()) });
+    let set = socket.set_nodelay(true).and_then(|()| socket.set_read_timeout(Some(timeout)));
+    set.and_then(|()| socket.set_write_timeout(Some(timeout))).context("cannot set socket options")?;
+    Ok(listener)
+}
+
+/// The workers of one tiny_http server (3, 4 and 6).
+struct Pool {
+    /// The server whose requests these workers answer.
+    server: tiny_http::Server,
+    /// What the requests are answered from.
+    node: Arc<Node>,
+    /// The listening socket, shared by every server started on it.
+    listener: Arc<TcpListener>,
+    /// Each worker's mark: when its request began (ms since `origin`), IDLE or GONE.
+    workers: Mutex<Vec<Arc<AtomicU64>>>,
+    /// The pool's clock.
+    origin: Instant,
+    /// When the last request came, ms since `origin`.
+    last: AtomicU64,
+    /// Workers asked to leave, because more than enough are free.
+    surplus: AtomicUsize,
+    /// Set once the server stopped accepting: its workers leave when it falls quiet.
+    retired: AtomicBool,
+}
+
+impl Pool {
+    /// Starts a tiny_http server on `listener`, with its workers and their keeper.
+    fn start(node: &Arc<Node>, listener: Arc<TcpListener>) -> Result<()> {
+        let own = listener.try_clone().context("no descriptor free")?;
+        let server = tiny_http::Server::from_listener(own, None).map_err(|e| anyhow!("cannot serve: {e}"))?;
+        let pool = Arc::new(Pool {
+            server,
+            node: node.clone(),
+            listener,
+            workers: Mutex::default(),
+            origin: Instant::now(),
+            last: AtomicU64::new(0),
+            surplus: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
+        });
+        pool.add(MIN_WORKERS);
+        std::thread::spawn(move || pool.keep());
+        Ok(())
+    }
+
+    /// Milliseconds since the pool started, plus one, so that no mark reads IDLE.
+    fn now(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Starts up to `n` more workers, within MAX_WORKERS and the threads the system gives.
+    fn add(self: &Arc<Self>, n: usize) {
+        let mut workers = lock(&self.workers);
+        for _ in 0..n.min(MAX_WORKERS.saturating_sub(workers.len())) {
+            let (pool, mark) = (self.clone(), Arc::new(AtomicU64::new(IDLE)));
+            let own = mark.clone();
+            if std::thread::Builder::new().spawn(move || pool.work(&own)).is_err() {
+                break;
+            }
+            workers.push(mark);
+        }
+    }
+
+    /// A worker: answers requests until it is surplus, or its server is retired and quiet.
+    fn work(&self, mark: &AtomicU64) {
+        loop {
+            match self.server.recv_timeout(Duration::from_secs(1)) {
+                Ok(Some(request)) => {
+                    self.last.store(self.now(), Relaxed);
+                    mark.store(self.now(), Relaxed);
+                    handle(&self.node, request);
+                    mark.store(IDLE, Relaxed);
+                }
+                // its idle connections have timed out by now (2): none can bring a request
+                Ok(None)
+                    if self.retired.load(Relaxed) && self.idle_for() > self.node.caller.settings.timeout =>
+                {
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => self.retire(Some(e)),
+            }
+            if self.surplus.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_ok() {
+                break;
+            }
+        }
+        mark.store(GONE, Relaxed);
+    }
+
+    /// How long since the last request came.
+    fn idle_for(&self) -> Duration {
+        Duration::from_millis(self.now() - self.last.load(Relaxed))
+    }
+
+    /// Every POOL_TICK: keeps MIN_WORKERS free, nudges tiny_http's pool, watches the accept
+    /// loop, and every second gives free memory back. Ends when a retired pool's workers have.
+    fn keep(self: Arc<Self>) {
+        let idle_nudge = (self.node.caller.settings.timeout / 2).min(Duration::from_secs(1));
+        let (mut tick, mut queued) = (0u32, Duration::ZERO);
+        loop {
+            std::thread::sleep(POOL_TICK);
+            tick = tick.wrapping_add(1);
+            let (held, free) = self.count();
+            if self.retired.load(Relaxed) {
+                if held + free == 0 {
+                    return;
+                }
+                continue;
+            }
+            if free < MIN_WORKERS {
+                self.add(held.max(MIN_WORKERS));
+            } else if free > 2 * MIN_WORKERS {
+                self.surplus.store(free - MIN_WORKERS, Relaxed);
+            }
+            queued = if listen_queue(&self.listener) > 0 { queued + POOL_TICK } else { Duration::ZERO };
+            if queued >= ACCEPT_STALL {
+                self.retire(None);
+            }
+            let busy = held > 0 || self.idle_for() < Duration::from_secs(1);
+            let due = busy || tick % (idle_nudge.as_millis() / POOL_TICK.as_millis()).max(1) as u32 == 0;
+            if queued.is_zero() && due {
+                let addr = self.listener.local_addr();
+                (0..NUDGES).take_while(|_| addr.as_ref().is_ok_and(|addr| !nudge(addr))).for_each(drop);
+            }
+            if tick % 50 == 0 {
+                // SAFETY: malloc_trim only releases free memory of the C allocator.
+                unsafe { libc::malloc_trim(0) };
+            }
+        }
+    }
+
+    /// The workers held by one request longer than WORKER_STUCK, and the free ones.
+    fn count(&self) -> (usize, usize) {
+        let now = self.now();
+        let stuck = WORKER_STUCK.as_millis() as u64;
+        let mut workers = lock(&self.workers);
+        workers.retain(|mark| mark.load(Relaxed) != GONE);
+        let held = workers
+            .iter()
+            .filter(|m| matches!(m.load(Relaxed), since if since != IDLE && now - since >= stuck))
+            .count();
+        (held, workers.len() - held)
+    }
+
+    /// Marks this server retired (its accept loop has ended) and serves on from a new one.
+    fn retire(&self, why: Option<io::Error>) {
+        if self.retired.swap(true, Relaxed) {
+            return;
+        }
+        // an accept that timed out is routine (2); anything else is worth a line
+        if why.as_ref().is_none_or(|e| e.kind() != io::ErrorKind::WouldBlock) {
+            let why = why.map_or("connections were left waiting".into(), |e| e.to_string());
+            self.node.note(format!("tinyp2p: stopped accepting connections ({why}); serving again"));
+        }
+        let (node, listener) = (self.node.clone(), self.listener.clone());
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(POOL_TICK * 5);
+                // a few descriptors free, or the new accept loop fails again at once
+                let free =
+                    (0..SPARE_FDS).map(|_| listener.try_clone()).collect::<io::Result<Vec<_>>>().is_ok();
+                if free && Pool::start(&node, listener.clone()).is_ok() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Connects to this node and half-closes; true if tiny_http took the connection up (and
+/// closed it) within POOL_TICK, false if it sits queued behind others (4).
+fn nudge(addr: &SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(addr, POOL_TICK) else { return true };
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(POOL_TICK));
+    matches!(stream.read(&mut [0u8; 1]), Ok(0))
+}
+
+/// Connections waiting in the listen queue, not yet accepted (6).
+fn listen_queue(listener: &TcpListener) -> u32 {
+    // SAFETY: the kernel fills at most `len` bytes of a tcp_info for a valid socket.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        );
+        if rc == 0 { info.tcpi_unacked } else { 0 }
+    }
+}
+
+/// Streams a file's content as an XML-RPC answer of exactly the length its survey gave, with
+/// its own HTTP head and writes of up to SEND_BUFFER: a small file's whole answer is one write (7).
+fn send_content(request: Request, file: File, plan: Survey) -> io::Result<()> {
+    let (head, tail) = content_frame(plan.encoding);
+    let len = head.len() as u64 + plan.encoded + tail.len() as u64;
+    let http = format!(
+        "HTTP/{} 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {len}\r\n\r\n",
+        request.http_version()
+    );
+    let mut out =
+        BufWriter::with_capacity(buffer_for(http.len() as u64 + len, SEND_BUFFER), request.into_writer());
+    out.write_all(http.as_bytes())?;
+    out.write_all(head)?;
+    let mut body = Encoder::new(file, plan);
+    let sent = io::copy(&mut body, &mut out);
+    if sent.is_err() {
+        // The file changed. The head promised `len` bytes and the connection stays open,
+        // so a short answer would leave the client waiting: NUL bytes, which no XML parser
+        // takes, make it fail at once instead.
+        io::copy(&mut io::repeat(0).take(body.out_left), &mut out)?;
+    }
+    out.write_all(tail)?;
+    out.flush()?;
+    sent.map(drop)
+}
+
+/// The global allocator: the system's, but blocks of HUGE_BLOCK or more are mapped with
+/// MAP_NORESERVE, lazily and unaccounted, so an unread body's drain cannot abort the node (5).
+struct Allocator;
+
+#[global_allocator]
+static ALLOCATOR: Allocator = Allocator;
+
+/// Whether `Allocator` maps a block of this layout itself.
+fn huge(layout: Layout) -> bool {
+    layout.size() >= HUGE_BLOCK && layout.align() <= 4096
+}
+
+// SAFETY: each block is valid for its layout until freed, and goes back to where it came
+// from: `huge` routes a layout the same way on the way in and on the way out.
+unsafe impl GlobalAlloc for Allocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if !huge(layout) {
+            return unsafe { System.alloc(layout) };
+        }
+        let (prot, flags) = (
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+        );
+        let block = unsafe { libc::mmap(std::ptr::null_mut(), layout.size(), prot, flags, -1, 0) };
+        if block == libc::MAP_FAILED { std::ptr::null_mut() } else { block.cast() }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // a fresh mapping reads as zeros
+        if huge(layout) { unsafe { self.alloc(layout) } } else { unsafe { System.alloc_zeroed(layout) } }
+    }
+
+    unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
+        if huge(layout) {
+            unsafe { libc::munmap(block.cast(), layout.size()) };
+        } else {
+            unsafe { System.dealloc(block, layout) }
+        }
+    }
+
+    unsafe fn realloc(&self, block: *mut u8, layout: Layout, size: usize) -> *mut u8 {
+        let new = unsafe { Layout::from_size_align_unchecked(size, layout.align()) };
+        if !huge(layout) && !huge(new) {
+            return unsafe { System.realloc(block, layout, size) };
+        }
+        let moved = unsafe { self.alloc(new) };
+        if !moved.is_null() {
+            unsafe {
+                std::ptr::copy_nonoverlapping(block, moved, layout.size().min(size));
+                self.dealloc(block, layout);
+            }
+        }
+        moved
+    }
+}
+
+// ================================================================ join
+
+/// How long a starting node waits for its join before it says it is listening.
+const JOIN_GRACE: Duration = Duration::from_secs(1);
+/// Longest a node waits for a peer it probes to make room in a full list.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Peers probed at once to make room in a full list, and most probed for one offer.
+const PROBES: usize = 32;
+const MOST_PROBES: usize = 128;
+
+/// Introduces this node to every node reachable from its peers, as the original's walk
+/// over the growing list did, but in waves of parallel calls, each peer tried once.
+fn join(node: &Node) {
+    let mut tried = HashSet::from([node.url.clone()]);
+    loop {
+        let wave: Vec<String> =
+            lock(&node.peers).list.iter().filter(|url| tried.insert(url.to_string())).cloned().collect();
+        if wave.is_empty() {
+            return;
+        }
+        parallel(&wave, CLIENT_WORKERS, |url| introduce(node, url));
+    }
+}
+
+/// Sends our peer list to `url` and merges the list it answers; warns if that fails.
+fn introduce(node: &Node, url: &str) {
+    let offer = lock(&node.peers).to_value();
+    match node.caller.call(url, 0, offer).and_then(|answer| strings(&answer, url)) {
+        Ok(urls) => lock(&node.peers).merge(urls.iter().map(String::as_str)),
+        Err(e) => node.note(format!("tinyp2p: warning: cannot join: {}", printable(&format!("{e:#}")))),
+    }
+}
+
+impl Node {
+    /// Makes room in a full peer list for `n` newcomers, dropping peers that do not answer
+    /// a quick call, newest first: a list flooded with dead URLs cannot keep a node out.
+    fn make_room(&self, n: usize) {
+        let prober = Caller { deadline: PROBE_TIMEOUT, ..self.caller.clone() };
+        let list = lock(&self.peers).list.clone();
+        let candidates: Vec<&String> =
+            list.iter().rev().filter(|url| **url != self.url).take(MOST_PROBES).collect();
+        for batch in candidates.chunks(PROBES) {
+            let dead = parallel(batch, PROBES, |url| prober.call(url, 0, Value::Array(vec![])).is_err());
+            let mut peers = lock(&self.peers);
+            batch.iter().zip(dead).filter(|(_, dead)| *dead).for_each(|(url, _)| peers.remove(url));
+            if peers.list.len() + n <= MAX_PEERS {
+                return;
+            }
         }
     }
 }
 
-/// Sends our peer list to `url` and merges the list it answers; warns and returns false
-/// if that fails.
-fn introduce(node: &Node, caller: &Caller, url: &str) -> bool {
-    let offer = node.peers.lock().expect("peer list lock").to_value();
-    match caller.call(url, 0, offer).and_then(|answer| strings(&answer, url)) {
-        Ok(urls) => node.peers.lock().expect("peer list lock").merge(urls.iter().map(String::as_str)),
-        Err(e) => {
-            say_err(format_args!("tinyp2p: warning: cannot join {url}: {}", printable(&format!("{e:#}"))));
-            return false;
-        }
-    }
-    true
-}
+// ================================================================ client
 
-/// The strings of an answer that must be a list of strings.
-fn strings(answer: &Value, url: &str) -> Result<Vec<String>> {
-    let items =
-        answer.as_array().ok_or_else(|| anyhow!("{url} answered {} instead of a list", kind(answer)))?;
-    let strings: Option<Vec<String>> = items.iter().map(|v| v.as_str().map(str::to_string)).collect();
-    strings.ok_or_else(|| anyhow!("{url} answered a list holding non-strings"))
-}
-
-/// The XML-RPC type name of a value, for messages.
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Int(_) | Value::Int64(_) => "an integer",
-        Value::Bool(_) => "a boolean",
-        Value::String(_) => "a string",
-        Value::Double(_) => "a double",
-        Value::DateTime(_) => "a date",
-        Value::Base64(_) => "binary data",
-        Value::Struct(_) => "a struct",
-        Value::Array(_) => "a list",
-        Value::Nil => "nil",
-    }
-}
-
-// ---------------------------------------------------------------- client
+/// Largest non-content answer (peer list, listing, fault) a client reads into memory.
+const MAX_ANSWER_BYTES: u64 = 16 << 20;
+/// A non-content answer must arrive whole within this many network timeouts.
+const ANSWER_DEADLINE_TIMEOUTS: u32 = 6;
+/// Peers a client lists, and files it downloads, at once.
+const CLIENT_WORKERS: usize = 8;
+/// Longest wait before a client starts its next worker (see `parallel`).
+const WORKER_STAGGER: Duration = Duration::from_millis(20);
+/// Bytes a client writes to a file at once.
+const WRITE_BUFFER: usize = 256 * 1024;
+/// Downloads at least this large get a line of their own in the progress display.
+const SHOWN_SIZE: u64 = 1 << 20;
 
 /// XML-RPC calls to any node over one keep-alive HTTP agent.
+#[derive(Clone)]
 struct Caller {
+    /// The HTTP agent: it keeps idle connections for the next call.
     agent: ureq::Agent,
+    /// The network's password.
     password: Vec<u8>,
+    /// The timeouts and the speed floor.
+    settings: Settings,
     /// Whole-call limit on answers read into memory: a peer trickling a byte at a time
     /// beats any idle timeout.
-    answer_deadline: Duration,
+    deadline: Duration,
 }
 
 /// The xmlrpc crate's transport over a `Caller`, reading at most MAX_ANSWER_BYTES.
 struct Post<'a> {
+    /// Who calls.
     caller: &'a Caller,
+    /// The node called.
     url: &'a str,
 }
 
@@ -1457,72 +1813,138 @@ impl Transport for Post<'_> {
     ) -> Result<Self::Stream, Box<dyn std::error::Error + Send + Sync>> {
         let mut body = Vec::new();
         request.write_as_xml(&mut body)?;
-        let mut answer = Vec::new();
-        let deadline = Some(self.caller.answer_deadline);
-        self.caller.send(self.url, &body, deadline)?.take(MAX_ANSWER_BYTES + 1).read_to_end(&mut answer)?;
-        if answer.len() as u64 > MAX_ANSWER_BYTES {
-            return Err(format!("answer larger than {MAX_ANSWER_BYTES} bytes").into());
-        }
-        check_answer(&answer)?;
+        let answer = self.caller.send(self.url, &body, true)?.into_body();
+        let read = answer.into_with_config().limit(MAX_ANSWER_BYTES).read_to_vec();
+        let answer = read.map_err(|e| self.caller.plain(self.url, e))?;
+        check_answer(&answer).map_err(|why| format!("node {}: {why}", self.url))?;
         Ok(Cursor::new(answer))
     }
 }
 
 impl Caller {
-    /// An agent with the network timeout, no proxy (nodes are addressed directly) and
-    /// enough idle connections kept for every worker.
-    fn new(password: &str, timeout: Duration) -> Self {
+    /// An agent with the network timeouts, no proxy (nodes are addressed directly), no
+    /// redirects (a 3xx is an error naming the node), and an idle connection kept per worker.
+    fn new(password: &str, settings: Settings) -> Self {
+        let timeout = Some(settings.timeout);
         let config = ureq::Agent::config_builder()
             .proxy(None)
-            .timeout_connect(Some(timeout))
-            .timeout_per_read(Some(timeout))
-            .timeout_per_write(Some(timeout))
+            .max_redirects(0)
+            .timeout_connect(timeout)
+            .timeout_per_read(timeout)
+            .timeout_per_write(timeout)
             .max_idle_connections_per_host(CLIENT_WORKERS)
             .build();
-        let (agent, password) = (ureq::Agent::new_with_config(config), password.as_bytes().to_vec());
-        Caller { agent, password, answer_deadline: timeout * ANSWER_DEADLINE_TIMEOUTS }
+        let deadline = settings.timeout * ANSWER_DEADLINE_TIMEOUTS;
+        Caller {
+            agent: ureq::Agent::new_with_config(config),
+            password: password.as_bytes().to_vec(),
+            settings,
+            deadline,
+        }
     }
 
-    /// Posts an XML-RPC body to a node and returns the answer's body as it arrives, all
-    /// within `deadline` if one is given.
-    fn send(
-        &self,
-        url: &str,
-        body: &[u8],
-        deadline: Option<Duration>,
-    ) -> Result<impl Read + use<>, ureq::Error> {
+    /// Posts an XML-RPC body to a node; its answer, which must be a 200. With `whole`, the
+    /// answer must arrive within the deadline.
+    fn send(&self, url: &str, body: &[u8], whole: bool) -> Result<ureq::http::Response<ureq::Body>> {
         let mut post = self.agent.post(endpoint(url));
-        if deadline.is_some() {
-            post = post.config().timeout_global(deadline).build();
+        if whole {
+            post = post.config().timeout_global(Some(self.deadline)).build();
         }
-        let answer = post.header("Content-Type", "text/xml").send(body)?;
-        Ok(answer.into_body().into_reader())
+        let answer = post.header("Content-Type", "text/xml").send(body).map_err(|e| self.plain(url, e))?;
+        match answer.status().as_u16() {
+            200 => Ok(answer),
+            code @ 300..400 => bail!("node {url} answered HTTP {code}, a redirect, which is not followed"),
+            code => bail!("node {url} answered HTTP {code}"),
+        }
     }
 
-    /// Calls `f(token(url), mode, arg)` and parses the whole answer with the xmlrpc crate.
+    /// A failed call to `url`, in a person's words.
+    fn plain(&self, url: &str, e: ureq::Error) -> anyhow::Error {
+        let secs = self.settings.timeout.as_secs_f64();
+        match e {
+            ureq::Error::Io(e) => self.plain_io(url, e),
+            ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve)
+            | ureq::Error::ConnectionFailed => {
+                anyhow!("node {url} is unreachable (no connection within {secs} s)")
+            }
+            ureq::Error::Timeout(ureq::Timeout::Global) => anyhow!("node {url} did not answer in time"),
+            ureq::Error::Timeout(_) => anyhow!("no data from {url} for {secs} s"),
+            ureq::Error::HostNotFound => anyhow!("node {url} is unreachable (unknown host)"),
+            ureq::Error::StatusCode(code) => anyhow!("node {url} answered HTTP {code}"),
+            ureq::Error::BodyExceedsLimit(n) => anyhow!("node {url} sent an answer of over {n} bytes"),
+            e => anyhow!("node {url}: {e}"),
+        }
+    }
+
+    /// A failed read or write while talking to `url`, in a person's words.
+    fn plain_io(&self, url: &str, e: io::Error) -> anyhow::Error {
+        use io::ErrorKind::*;
+        if e.get_ref().is_some_and(|inner| inner.is::<ureq::Error>()) {
+            let inner = e.into_inner().and_then(|inner| inner.downcast::<ureq::Error>().ok());
+            return self.plain(url, *inner.expect("checked above"));
+        }
+        let os = e.to_string();
+        let words = os.split(" (os error").next().unwrap_or_default();
+        match e.kind() {
+            ConnectionRefused => anyhow!("node {url} is unreachable (connection refused)"),
+            TimedOut | WouldBlock => {
+                anyhow!("no data from {url} for {} s", self.settings.timeout.as_secs_f64())
+            }
+            UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe => {
+                anyhow!("node {url} broke off its answer")
+            }
+            StorageFull | FileTooLarge | QuotaExceeded | ReadOnlyFilesystem | PermissionDenied => {
+                anyhow!("cannot write it here: {}", words.to_lowercase())
+            }
+            _ => anyhow!("node {url}: {words}"),
+        }
+    }
+
+    /// Calls `f(token, mode, arg)` on `url` and parses the whole answer with the xmlrpc crate.
     fn call(&self, url: &str, mode: i32, arg: Value) -> Result<Value> {
-        let request = xmlrpc::Request::new("f").arg(token(&self.password, url)).arg(mode).arg(arg);
-        match request.call(Post { caller: self, url }) {
-            Ok(Value::Bool(false)) => bail!(
-                "wrong password for {url}: the token is bound to the node's URL exactly as the node \
-                 was started (http://127.0.0.1:4242 is not http://localhost:4242)"
-            ),
-            Ok(value) => Ok(value),
-            Err(e) => match e.fault() {
-                Some(fault) => bail!("{url} answered a fault: {}", fault.fault_string),
-                None => bail!("{url}: {}", e.to_string().trim_start_matches("transport error: ")),
+        let request = xmlrpc::Request::new("f").arg(token(&self.password, node_base(url))).arg(mode).arg(arg);
+        request.call(Post { caller: self, url }).map_err(|e| match e.fault() {
+            Some(fault) => anyhow!("node {url} answered a fault: {}", fault.fault_string),
+            None => match e.to_string().strip_prefix("transport error: ") {
+                Some(ours) => anyhow!("{ours}"),
+                None => anyhow!("node {url} answered something that is not XML-RPC ({e})"),
             },
-        }
+        })
     }
 
-    /// The peer list of the node at `url`, cut at MAX_PEERS.
-    fn peer_list(&self, url: &str) -> Result<Vec<String>> {
-        let mut peers = strings(&self.call(url, 0, Value::Array(vec![]))?, url)?;
+    /// The peer list of the node a person named. Its token is taken over `http://HOST:PORT`
+    /// and, if the node refuses it, over other spellings of that address (3).
+    fn entry_peers(&self, url: &str, report: &Report) -> Result<Vec<String>> {
+        let answer = self.call(url, 0, Value::Array(vec![]))?;
+        if answer != Value::Bool(false) {
+            return self.peer_list(url, &answer, report);
+        }
+        let others = spellings(node_base(url));
+        for other in &others {
+            if let Ok(answer) = self.call(other, 0, Value::Array(vec![]))
+                && answer != Value::Bool(false)
+            {
+                report.line(true, format!("tinyp2p: note: the node at {url} goes by {other}; using that"));
+                return self.peer_list(other, &answer, report);
+            }
+        }
+        let tried =
+            if others.is_empty() { String::new() } else { format!(" (also tried {})", others.join(", ")) };
+        bail!(
+            "wrong password for {}{tried}: the node refused its token, which is bound to the password \
+             and to the URL the node was started as",
+            node_base(url)
+        )
+    }
+
+    /// The peer list in a mode-0 answer of `url`, cut at MAX_PEERS.
+    fn peer_list(&self, url: &str, answer: &Value, report: &Report) -> Result<Vec<String>> {
+        let mut peers = strings(answer, url)?;
         if peers.len() > MAX_PEERS {
-            say_err(format_args!(
-                "tinyp2p: warning: {url} listed {} peers; using the first {MAX_PEERS}",
-                peers.len()
-            ));
+            report.line(
+                true,
+                format!("tinyp2p: warning: {url} listed {} peers; using the first {MAX_PEERS}", peers.len()),
+            );
             peers.truncate(MAX_PEERS);
         }
         Ok(peers)
@@ -1530,188 +1952,523 @@ impl Caller {
 
     /// The names a peer lists for `pattern` (its answer `[[names]]`).
     fn listing(&self, url: &str, pattern: &str) -> Result<Vec<String>> {
+        if !valid_peer_url(url) {
+            bail!("the peer list holds {url:?}, which is not a node URL");
+        }
         let answer = self.call(url, 1, Value::from(pattern))?;
         match answer.as_array() {
             Some([names]) => strings(names, url),
-            _ => bail!("{url} answered {} instead of a listing [[names]]", kind(&answer)),
+            _ => Err(unexpected(&answer, url, "a listing [[names]]")),
         }
     }
 
     /// Downloads `name` from `url` into a new unnamed file, streaming the common case.
-    fn download(&self, url: &str, name: &str) -> Result<(Part, u64)> {
-        let mut part = Part::create().context("cannot create a file in the current folder")?;
-        let request = call_xml(&token(&self.password, url), 2, Value::from(name));
-        let answer = self.send(url, &request, None).map_err(|e| anyhow!("{url}: {e}"))?;
-        let streamed = decode_content(answer, &mut part.file).with_context(|| format!("{url}: {name:?}"))?;
-        if let Some(size) = streamed {
+    fn download(&self, url: &str, name: &str, report: &Report) -> Result<(Part, u64)> {
+        let mut part = Part::create().map_err(|e| anyhow!("cannot create a file here: {e}"))?;
+        let request = call_xml(&token(&self.password, node_base(url)), 2, Value::from(name));
+        let answer = self.send(url, &request, false)?;
+        let size = answer.headers().get("content-length").and_then(|v| v.to_str().ok()?.parse().ok());
+        let transfer = report.transfer(name, size);
+        let mut meter = Meter {
+            answer: answer.into_body().into_reader(),
+            transfer,
+            settings: self.settings,
+            window: (Instant::now(), 0),
+        };
+        let mut out = BufWriter::with_capacity(WRITE_BUFFER, &mut part.file);
+        let streamed = decode_content(&mut meter, &mut out).and_then(|n| out.flush().map(|()| n));
+        drop(out);
+        if let Some(size) = streamed.map_err(|e| self.plain_io(url, e))? {
             return Ok((part, size));
         }
         // Not a plain string or base64 answer: ask again, and let the xmlrpc crate read it.
-        part.file.set_len(0).and_then(|()| io::Seek::rewind(&mut part.file))?;
+        part.file.set_len(0).and_then(|()| part.file.rewind())?;
         let data = match self.call(url, 2, Value::from(name))? {
             Value::String(text) => text.into_bytes(),
             Value::Base64(bytes) => bytes,
-            other => bail!("{url} answered {} instead of the content of {name:?}", kind(&other)),
+            other => return Err(unexpected(&other, url, "the file")),
         };
-        part.file.write_all(&data).with_context(|| format!("cannot write {name:?}"))?;
+        part.file.write_all(&data).map_err(|e| self.plain_io(url, e))?;
         Ok((part, data.len() as u64))
     }
 }
 
-/// The HTTP address of a node's URL: its own path if it has one, else `/RPC2`, as
-/// Python's ServerProxy does.
+/// A node's URL as its token knows it: `http://HOST:PORT`, without a path a person typed.
+fn node_base(url: &str) -> &str {
+    let Some(rest) = url.strip_prefix("http://") else { return url };
+    &url[.."http://".len() + rest.find(['/', '?', '#']).unwrap_or(rest.len())]
+}
+
+/// Where calls to a node go: the path its URL names, else `/RPC2` as Python's ServerProxy
+/// does; a query stays, a fragment does not.
 fn endpoint(url: &str) -> String {
-    match url.strip_prefix("http://").map(|rest| rest.contains('/')) {
-        Some(true) => url.to_string(),
-        _ => format!("{url}/RPC2"),
+    let base = node_base(url);
+    let rest = url[base.len()..].split('#').next().unwrap_or_default();
+    if rest.starts_with('/') { format!("{base}{rest}") } else { format!("{base}/RPC2{rest}") }
+}
+
+/// Other spellings of a node URL: the loopback names for a loopback host, else the host's
+/// addresses.
+fn spellings(base: &str) -> Vec<String> {
+    let Some((host, port)) = base.trim_start_matches("http://").rsplit_once(':') else { return vec![] };
+    let loopback = ["127.0.0.1", "localhost", "[::1]"];
+    let hosts: Vec<String> = if loopback.contains(&host) || host.starts_with("127.") {
+        loopback.map(String::from).to_vec()
+    } else {
+        let addrs = (host.trim_matches(['[', ']']), port.parse().unwrap_or(0)).to_socket_addrs();
+        let ip = |a: SocketAddr| if a.is_ipv6() { format!("[{}]", a.ip()) } else { a.ip().to_string() };
+        addrs.map(|addrs| addrs.map(ip).collect()).unwrap_or_default()
+    };
+    let mut urls: Vec<String> =
+        hosts.iter().map(|h| format!("http://{h}:{port}")).filter(|u| u != base).collect();
+    urls.dedup();
+    urls
+}
+
+/// The strings of an answer that must be a list of strings.
+fn strings(answer: &Value, url: &str) -> Result<Vec<String>> {
+    let items = answer.as_array().ok_or_else(|| unexpected(answer, url, "a list"))?;
+    let strings: Option<Vec<String>> = items.iter().map(|v| v.as_str().map(str::to_string)).collect();
+    strings.ok_or_else(|| anyhow!("node {url} answered a list holding non-strings"))
+}
+
+/// The error for an answer of the wrong kind; `False` means the node refused the password.
+fn unexpected(answer: &Value, url: &str, wanted: &str) -> anyhow::Error {
+    let kind = match answer {
+        Value::Bool(false) => return anyhow!("node {url} refused the password"),
+        Value::Int(_) | Value::Int64(_) => "an integer",
+        Value::Bool(_) => "a boolean",
+        Value::String(_) => "a string",
+        Value::Double(_) => "a double",
+        Value::DateTime(_) => "a date",
+        Value::Base64(_) => "binary data",
+        Value::Struct(_) => "a struct",
+        Value::Array(_) => "a list",
+        Value::Nil => "nil",
+    };
+    anyhow!("node {url} answered {kind} instead of {wanted}")
+}
+
+/// A download's answer as it arrives: counted for the progress display, and abandoned when
+/// it runs under the speed floor for a whole window, or when a person interrupts it.
+struct Meter<'a, R> {
+    /// The answer's body.
+    answer: R,
+    /// Where the bytes are counted.
+    transfer: Transfer<'a>,
+    /// The speed floor and its window.
+    settings: Settings,
+    /// When the current window began, and the bytes that came in it.
+    window: (Instant, u64),
+}
+
+impl<R: Read> Read for Meter<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if INTERRUPTED.load(Relaxed) {
+            return Err(io::Error::other("interrupted"));
+        }
+        let n = self.answer.read(buf)?;
+        self.transfer.add(n as u64);
+        self.window.1 += n as u64;
+        let (elapsed, limit) = (self.window.0.elapsed(), self.settings.speed_limit);
+        if elapsed >= self.settings.speed_time {
+            if (self.window.1 as f64) < limit * elapsed.as_secs_f64() {
+                let secs = elapsed.as_secs_f64();
+                return Err(io::Error::other(format!("it sent under {limit} bytes/s for {secs:.0} s")));
+            }
+            self.window = (Instant::now(), 0);
+        }
+        Ok(n)
     }
 }
 
-/// Counts and prints what a client run did; each line is written whole.
-#[derive(Default)]
+/// What a client run did, and its live status on a terminal.
 struct Report {
+    /// Files fetched, already here, and failed; nodes that did not answer; files to fetch.
     fetched: AtomicUsize,
     skipped: AtomicUsize,
     failed: AtomicUsize,
+    unreachable: AtomicUsize,
+    to_fetch: AtomicUsize,
+    /// Bytes of the files fetched.
+    bytes: AtomicU64,
+    /// When the run began.
+    started: Instant,
+    /// Print only errors.
+    quiet: bool,
+    /// On a terminal: the live status, and its line of totals.
+    live: Option<(MultiProgress, ProgressBar)>,
+}
+
+/// One download's share of the report: its bytes, and on a terminal its own line.
+struct Transfer<'a> {
+    /// The run's report.
+    report: &'a Report,
+    /// The download's own progress line, for a large one.
+    bar: Option<ProgressBar>,
+}
+
+/// A progress style from a template known to be valid.
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template).expect("a valid template")
 }
 
 impl Report {
+    /// A report with no live status off a terminal or when quiet.
+    fn new(settings: &Settings) -> Report {
+        let live = (!settings.quiet && io::stderr().is_terminal()).then(|| {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(5));
+            let totals = ProgressBar::no_length()
+                .with_style(style("{prefix} {binary_bytes} at {binary_bytes_per_sec}"));
+            (multi.clone(), multi.add(totals))
+        });
+        Report {
+            fetched: AtomicUsize::new(0),
+            skipped: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            unreachable: AtomicUsize::new(0),
+            to_fetch: AtomicUsize::new(0),
+            bytes: AtomicU64::new(0),
+            started: Instant::now(),
+            quiet: settings.quiet,
+            live,
+        }
+    }
+
+    /// Prints a whole line above the live status: on stdout, or with `err` on stderr.
+    fn line(&self, err: bool, text: String) {
+        let print = || if err { say_err(format_args!("{text}")) } else { say(format_args!("{text}")) };
+        match &self.live {
+            Some((multi, _)) => multi.suspend(print),
+            None => print(),
+        }
+    }
+
     /// A file arrived.
     fn fetched(&self, name: &str, size: u64, url: &str) {
-        self.fetched.fetch_add(1, Ordering::Relaxed);
-        say(format_args!("fetched {name} ({size} bytes) from {url}"));
+        self.fetched.fetch_add(1, Relaxed);
+        self.bytes.fetch_add(size, Relaxed);
+        if !self.quiet {
+            self.line(
+                false,
+                format!("fetched {} ({size} bytes) from {url}", printable(&format!("{name:?}"))),
+            );
+        }
+        self.show_count();
     }
 
-    /// A file was already present.
+    /// A file was here already.
     fn skipped(&self) {
-        self.skipped.fetch_add(1, Ordering::Relaxed);
+        self.skipped.fetch_add(1, Relaxed);
     }
 
-    /// Something failed; the message names the node.
-    fn failed(&self, why: fmt::Arguments<'_>) {
-        self.failed.fetch_add(1, Ordering::Relaxed);
-        say_err(format_args!("tinyp2p: {}", printable(&why.to_string())));
+    /// Something failed: a file, or (`node`) a whole node.
+    fn failed(&self, node: bool, why: String) {
+        (if node { &self.unreachable } else { &self.failed }).fetch_add(1, Relaxed);
+        self.line(true, format!("tinyp2p: {}", printable(&why)));
+        self.show_count();
     }
 
-    /// Prints the summary line; true if nothing failed.
-    fn finish(&self) -> bool {
-        let (f, s, e) = (
-            self.fetched.load(Ordering::Relaxed),
-            self.skipped.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        );
-        say(format_args!("done: {f} fetched, {s} skipped, {e} failed"));
-        e == 0
+    /// Shows the files done of the files to fetch.
+    fn show_count(&self) {
+        if let Some((_, totals)) = &self.live {
+            let done = self.fetched.load(Relaxed) + self.failed.load(Relaxed);
+            totals.set_prefix(format!("{done} of {} files,", self.to_fetch.load(Relaxed)));
+        }
+    }
+
+    /// A download's share of the live status: a line of its own when it is large.
+    fn transfer(&self, name: &str, size: Option<u64>) -> Transfer<'_> {
+        let bar = match (&self.live, size) {
+            (Some((multi, _)), Some(size)) if size >= SHOWN_SIZE => {
+                let bar = ProgressBar::new(size).with_style(style("  {wide_msg} {percent:>3}%"));
+                Some(multi.add(bar.with_message(printable(&format!("{name:?}")))))
+            }
+            _ => None,
+        };
+        Transfer { report: self, bar }
+    }
+
+    /// Clears the live status and prints the summary; true if nothing failed.
+    fn finish(&self, nodes: usize) -> bool {
+        if let Some((multi, _)) = &self.live {
+            let _ = multi.clear();
+        }
+        let (failed, unreachable) = (self.failed.load(Relaxed), self.unreachable.load(Relaxed));
+        if !self.quiet {
+            let dead = if unreachable > 0 {
+                format!(", {unreachable} of {nodes} nodes unreachable")
+            } else {
+                String::new()
+            };
+            let (f, s, bytes) =
+                (self.fetched.load(Relaxed), self.skipped.load(Relaxed), self.bytes.load(Relaxed));
+            let secs = self.started.elapsed().as_secs_f64();
+            say(format_args!(
+                "done: {f} fetched, {s} skipped, {failed} failed{dead}; {} in {secs:.2} s",
+                HumanBytes(bytes)
+            ));
+        }
+        failed == 0 && unreachable == 0
+    }
+}
+
+impl Transfer<'_> {
+    /// Counts `n` more bytes of the download.
+    fn add(&self, n: u64) {
+        if let Some((_, totals)) = &self.report.live {
+            totals.inc(n);
+        }
+        if let Some(bar) = &self.bar {
+            bar.inc(n);
+        }
+    }
+}
+
+impl Drop for Transfer<'_> {
+    fn drop(&mut self) {
+        if let (Some(bar), Some((multi, _))) = (&self.bar, &self.report.live) {
+            multi.remove(bar);
+        }
     }
 }
 
 /// One file to fetch, and the peers that listed it, in peer order.
 struct Job {
+    /// The file's name.
     name: String,
+    /// Indices into the peer list.
     peers: Vec<usize>,
 }
 
-/// The client: every file the pattern searches, from every node `url` knows.
-fn client(password: &str, url: &str, pattern: &str) -> Result<bool> {
+/// The client: every file the pattern searches, or with `list` what the network offers,
+/// from every node that `url` knows; true if nothing failed.
+fn client(caller: &Caller, url: &str, pattern: &str, list: bool) -> Result<bool> {
     let regex = compile_regex(pattern).map_err(|e| anyhow!(e))?;
+    let report = Report::new(&caller.settings);
+    let peers = caller.entry_peers(url, &report)?;
+    let listings = parallel(&peers, CLIENT_WORKERS, |peer| caller.listing(peer, pattern));
+    let offers = gather(&peers, listings, &regex, &report);
+    if list {
+        return Ok(show(&peers, &offers, &report));
+    }
+    clean_stale_parts();
     ignore_file_size_signal();
-    let caller = Caller::new(password, timeout()?);
-    let peers = caller.peer_list(url)?;
-    let report = Report::default();
-    let listings = parallel(&peers, |peer| caller.listing(peer, pattern));
-    let jobs = plan(&peers, listings, &regex, &report);
-    parallel(&jobs, |job| fetch(&caller, &peers, job, &report));
-    Ok(report.finish())
+    let jobs = plan(offers, &report);
+    report.to_fetch.store(jobs.len(), Relaxed);
+    report.show_count();
+    parallel(&jobs, CLIENT_WORKERS, |job| fetch(caller, &peers, job, &report));
+    Ok(report.finish(peers.len()))
 }
 
-/// Chooses the files to fetch: safe names the regex matches, not present here, each
-/// once, spread over the peers so that downloads run on several at a time.
-fn plan(peers: &[String], listings: Vec<Result<Vec<String>>>, regex: &Regex, report: &Report) -> Vec<Job> {
-    let mut jobs: Vec<Job> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
-    let mut present = HashSet::new();
+/// The safe names the peers offer, each with the peers offering it, in peer order; a
+/// failed listing and a refused name are reported.
+fn gather(
+    peers: &[String],
+    listings: Vec<Result<Vec<String>>>,
+    regex: &Regex,
+    report: &Report,
+) -> BTreeMap<String, Vec<usize>> {
+    let mut offers: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (p, listing) in listings.into_iter().enumerate() {
         let names = match listing {
             Ok(names) => names,
             Err(e) => {
-                report.failed(format_args!("{e:#}"));
+                report.failed(true, format!("{e:#}"));
                 continue;
             }
         };
-        let mut listed = HashSet::new();
-        for name in names.into_iter().filter(|n| listed.insert(n.clone())) {
+        for name in names {
             if !plain_name(&name) || is_part(&name) || !regex.is_match(&name) {
-                report.failed(format_args!("{}: refused the name {name:?}", peers[p]));
-            } else if let Some(&j) = index.get(&name) {
-                jobs[j].peers.push(p);
-            } else if present.contains(&name) || fs::symlink_metadata(&name).is_ok() {
-                if present.insert(name) {
-                    report.skipped(); // once, however many peers list it
-                }
-            } else {
-                index.insert(name.clone(), jobs.len());
-                jobs.push(Job { name, peers: vec![p] });
+                report
+                    .failed(false, format!("node {} offered the name {name:?}, which is refused", peers[p]));
+            } else if offers.get(&name).is_none_or(|at| at.last() != Some(&p)) {
+                offers.entry(name).or_default().push(p);
             }
         }
     }
-    interleave(jobs)
+    offers
 }
 
-/// Orders jobs round-robin over their first peers, so workers spread over the nodes.
-fn interleave(jobs: Vec<Job>) -> Vec<Job> {
-    let mut rank: HashMap<usize, usize> = HashMap::new();
-    let mut ranked: Vec<(usize, usize, Job)> = jobs
-        .into_iter()
-        .map(|job| {
-            let r = rank.entry(job.peers[0]).or_default();
-            *r += 1;
-            (*r, job.peers[0], job)
-        })
-        .collect();
-    ranked.sort_by_key(|(r, p, _)| (*r, *p));
-    ranked.into_iter().map(|(_, _, job)| job).collect()
+/// The files to fetch: each name offered that is not here yet (skipped once, however many
+/// peers list it), in rounds over the first peers, so the workers spread over the nodes.
+fn plan(offers: BTreeMap<String, Vec<usize>>, report: &Report) -> Vec<Job> {
+    let mut rounds: HashMap<usize, usize> = HashMap::new();
+    let mut jobs = Vec::new();
+    for (name, peers) in offers {
+        if fs::symlink_metadata(&name).is_ok() {
+            report.skipped();
+            continue;
+        }
+        let round = rounds.entry(peers[0]).or_default();
+        *round += 1;
+        jobs.push((*round, peers[0], Job { name, peers }));
+    }
+    jobs.sort_by_key(|(round, first, _)| (*round, *first));
+    jobs.into_iter().map(|(.., job)| job).collect()
 }
 
-/// Fetches one file from the first peer that delivers it.
+/// Prints what the network offers, a line per name with the nodes offering it, then a
+/// summary; true if every node answered.
+fn show(peers: &[String], offers: &BTreeMap<String, Vec<usize>>, report: &Report) -> bool {
+    let quoted: Vec<String> = offers.keys().map(|name| printable(&format!("{name:?}"))).collect();
+    let width = quoted.iter().map(|q| q.chars().count()).max().unwrap_or(0).min(40);
+    for (name, at) in quoted.iter().zip(offers.values()) {
+        let nodes: Vec<&str> = at.iter().map(|&p| peers[p].as_str()).collect();
+        report.line(false, format!("{name:width$}  {}", nodes.join(", ")));
+    }
+    let unreachable = report.unreachable.load(Relaxed);
+    if !report.quiet {
+        let dead = if unreachable > 0 { format!(", {unreachable} did not answer") } else { String::new() };
+        say(format_args!("{} names on {} nodes{dead}", offers.len(), peers.len()));
+    }
+    unreachable == 0 && report.failed.load(Relaxed) == 0
+}
+
+/// Fetches one file from the first of its peers that delivers it.
 fn fetch(caller: &Caller, peers: &[String], job: &Job, report: &Report) {
     for &p in &job.peers {
+        if INTERRUPTED.load(Relaxed) {
+            return;
+        }
         let url = &peers[p];
-        match caller.download(url, &job.name).and_then(|(part, size)| Ok((part.publish(&job.name)?, size))) {
+        match caller
+            .download(url, &job.name, report)
+            .and_then(|(part, size)| Ok((part.publish(&job.name)?, size)))
+        {
             Ok((true, size)) => return report.fetched(&job.name, size, url),
             Ok((false, _)) => return report.skipped(),
-            Err(e) => report.failed(format_args!("cannot fetch {:?}: {e:#}", job.name)),
+            Err(e) => report.failed(false, format!("cannot fetch {:?}: {e:#}", job.name)),
         }
     }
 }
 
-/// Runs `work` on every item with at most CLIENT_WORKERS threads; results keep item order.
+/// Runs `work` on every item with at most `workers` threads; results keep item order.
 /// Workers start one by one, each when the last finished its first item or after
-/// WORKER_STAGGER, since connections opened in a burst can stall in tiny_http (see `Workers::run`).
-fn parallel<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
+/// WORKER_STAGGER, since connections opened in a burst can stall in tiny_http (its pool race).
+fn parallel<T: Sync, R: Send>(items: &[T], workers: usize, work: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let next = AtomicUsize::new(0);
     let results: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
     let (next, results_ref, work) = (&next, &results, &work);
     std::thread::scope(|scope| {
-        for _ in 0..CLIENT_WORKERS.min(items.len()) {
+        for _ in 0..workers.min(items.len()) {
             let (started, first_done) = mpsc::channel();
             scope.spawn(move || {
-                let mut started = Some(started);
                 loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let i = next.fetch_add(1, Relaxed);
                     let Some(item) = items.get(i) else { break };
-                    *results_ref[i].lock().expect("result lock") = Some(work(item));
-                    if let Some(started) = started.take() {
-                        let _ = started.send(());
-                    }
+                    *lock(&results_ref[i]) = Some(work(item));
+                    let _ = started.send(());
                 }
             });
             let _ = first_done.recv_timeout(WORKER_STAGGER);
         }
     });
-    results.into_iter().map(|r| r.into_inner().expect("result lock").expect("every item ran")).collect()
+    results
+        .into_iter()
+        .map(|r| r.into_inner().unwrap_or_else(PoisonError::into_inner).expect("every item ran"))
+        .collect()
 }
 
-// ---------------------------------------------------------------- file safety
+// ================================================================ shell
+
+/// The shell's commands, one line each.
+const SHELL_HELP: &str = "\
+ls [PATTERN]    what the network offers (everything without PATTERN)
+fetch PATTERN   download every matching name not here yet into this node's folder
+peers           the nodes this node knows, itself marked
+log             the latest requests this node answered
+help            these lines
+exit, quit      stop the node (so does the end of input)";
+
+/// Set while the shell runs `ls` or `fetch`: Ctrl-C then interrupts it, not the program.
+static BUSY: AtomicBool = AtomicBool::new(false);
+/// Set by Ctrl-C during such a command: downloads stop at their next read.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// The textbook's interface to a serving node: commands until `exit` or the end of input,
+/// with a prompt and line editing on a terminal; true if every command succeeded.
+fn run_shell(node: &Node) -> Result<bool> {
+    let mut editor = if io::stdin().is_terminal() { Some(rustyline::DefaultEditor::new()?) } else { None };
+    let mut lines = io::stdin().lock().lines();
+    let mut ok = true;
+    loop {
+        let line = match &mut editor {
+            Some(editor) => match editor.readline("tinyp2p> ") {
+                Ok(line) => {
+                    let _ = editor.add_history_entry(line.as_str());
+                    line
+                }
+                Err(rustyline::error::ReadlineError::Interrupted) => continue,
+                Err(_) => break,
+            },
+            None => match lines.next() {
+                Some(Ok(line)) => line,
+                _ => break,
+            },
+        };
+        let line = line.trim();
+        let (command, arg) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        ok &= match (command, arg.trim()) {
+            ("", _) => true,
+            ("exit" | "quit", _) => break,
+            ("help", _) => {
+                say(format_args!("{SHELL_HELP}"));
+                true
+            }
+            ("peers", _) => {
+                let mark =
+                    |url: &String| if *url == node.url { format!("{url} (this node)") } else { url.clone() };
+                lock(&node.peers).list.iter().for_each(|url| say(format_args!("{}", mark(url))));
+                true
+            }
+            ("log", _) => {
+                node.log
+                    .iter()
+                    .flat_map(|log| lock(log).clone())
+                    .for_each(|line| say(format_args!("{line}")));
+                true
+            }
+            ("fetch", "") => {
+                say_err(format_args!("tinyp2p: fetch takes a PATTERN ('.' fetches everything)"));
+                false
+            }
+            ("ls" | "fetch", pattern) => {
+                INTERRUPTED.store(false, Relaxed);
+                BUSY.store(true, Relaxed);
+                let done = client(&node.caller, &node.url, pattern, command == "ls");
+                BUSY.store(false, Relaxed);
+                done.unwrap_or_else(|e| {
+                    say_err(format_args!("tinyp2p: {}", printable(&format!("{e:#}"))));
+                    false
+                })
+            }
+            (other, _) => {
+                say_err(format_args!("tinyp2p: unknown command {other:?}; help lists the commands"));
+                false
+            }
+        };
+    }
+    Ok(ok)
+}
+
+// ================================================================ files and signals
+
+/// Longest file name: the usual file system limit.
+const MAX_NAME_LEN: usize = 255;
+/// Longest peer URL kept: real ones are `http://host:port`.
+const MAX_URL_LEN: usize = 512;
+/// Prefix of a client's temporary file where the file system has no O_TMPFILE.
+const PART_PREFIX: &str = ".tinyp2p-";
+
+/// The `.part` files in use (where there is no O_TMPFILE): removed on Ctrl-C and SIGTERM.
+static PARTS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// A lock, even if a thread panicked while holding it: every lock here guards data that
+/// stays whole between statements.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Whether `name` is one plain file name: not empty, `.` or `..`, no separators, no
 /// control characters, nothing XML cannot carry.
@@ -1736,44 +2493,14 @@ fn valid_peer_url(url: &str) -> bool {
         && !url.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
-/// The real path of `name` if it is a served file: a regular file directly in `dir`
-/// (canonical), after following any links; client temporary files are not served.
-fn servable(dir: &Path, name: &str) -> Option<PathBuf> {
-    if !plain_name(name) || is_part(name) {
-        return None;
-    }
-    let path = dir.join(name);
-    let kind = fs::symlink_metadata(&path).ok()?.file_type();
-    if kind.is_file() {
-        return Some(path); // a plain name in a canonical folder: nothing to resolve
-    }
-    let real = fs::canonicalize(&path).ok().filter(|_| kind.is_symlink())?;
-    let inside =
-        real.parent() == Some(dir) && real.file_name().and_then(|n| n.to_str()).is_some_and(|n| !is_part(n));
-    (inside && fs::metadata(&real).ok()?.is_file()).then_some(real)
-}
-
-/// The servable names of `dir`, sorted; the directory's own file types spare a system
-/// call per regular file.
-fn scan(dir: &Path) -> io::Result<Vec<String>> {
-    let mut names = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let Ok(entry) = entry else { continue };
-        let (Ok(name), Ok(kind)) = (entry.file_name().into_string(), entry.file_type()) else { continue };
-        let plain_file = kind.is_file() && plain_name(&name) && !is_part(&name);
-        if plain_file || (kind.is_symlink() && servable(dir, &name).is_some()) {
-            names.push(name);
-        }
-    }
-    names.sort();
-    Ok(names)
-}
-
 /// A download in progress, in the current folder. Where the file system allows it the
 /// file has no name at all (O_TMPFILE) until it is complete, so even a killed client
-/// leaves nothing behind; elsewhere it is a hidden `.part` file removed on drop.
+/// leaves nothing behind; elsewhere it is a hidden `.part` file, removed on drop, on
+/// Ctrl-C and SIGTERM, and by the next client run if this one was killed outright.
 struct Part {
+    /// The file being written.
     file: File,
+    /// Its name, where it needs one.
     path: Option<PathBuf>,
 }
 
@@ -1791,10 +2518,12 @@ impl Part {
         }
         static COUNT: AtomicUsize = AtomicUsize::new(0);
         loop {
-            let n = COUNT.fetch_add(1, Ordering::Relaxed);
+            let n = COUNT.fetch_add(1, Relaxed);
             let path = PathBuf::from(format!("{PART_PREFIX}{}-{n}.part", std::process::id()));
+            let mut parts = lock(&PARTS); // held, so a signal cannot come between create and record
             match options.clone().create_new(true).open(&path) {
                 Ok(file) => {
+                    parts.push(path.clone());
                     return Ok(Part { file, path: Some(path) });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -1816,7 +2545,7 @@ impl Part {
             // no hard links here (FAT, some network file systems) or no /proc: copy
             Err(_) => self.copy_to(name),
         };
-        published.map_err(|e| io::Error::other(format!("cannot create {name:?}: {e}")))
+        published.map_err(|e| io::Error::new(e.kind(), format!("cannot give the file its name: {e}")))
     }
 
     /// Copies the file into a new file `name`, unless that exists; removes it on failure.
@@ -1827,7 +2556,7 @@ impl Part {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
             Err(e) => return Err(e),
         };
-        let copied = io::Seek::rewind(&mut self.file).and_then(|()| io::copy(&mut self.file, &mut target));
+        let copied = self.file.rewind().and_then(|()| io::copy(&mut self.file, &mut target));
         if let Err(e) = copied {
             let _ = fs::remove_file(name);
             return Err(e);
@@ -1839,6 +2568,8 @@ impl Part {
 impl Drop for Part {
     fn drop(&mut self) {
         if let Some(path) = &self.path {
+            let mut parts = lock(&PARTS);
+            parts.retain(|p| p != path);
             let _ = fs::remove_file(path);
         }
     }
@@ -1855,6 +2586,55 @@ fn link_unnamed(file: &File, name: &str) -> io::Result<()> {
     if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
+/// Removes the `.part` files here of client runs that no longer exist (killed outright on
+/// a file system without O_TMPFILE).
+fn clean_stale_parts() {
+    let Ok(entries) = fs::read_dir(".") else { return };
+    for name in entries.flatten().filter_map(|entry| entry.file_name().into_string().ok()) {
+        let pid = name.strip_prefix(PART_PREFIX).and_then(|rest| rest.split('-').next()?.parse::<i32>().ok());
+        // SAFETY: kill with signal 0 only asks whether the process exists.
+        let gone = pid.is_some_and(|pid| pid > 0 && unsafe { libc::kill(pid, 0) } != 0)
+            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if is_part(&name) && gone {
+            let _ = fs::remove_file(&name);
+        }
+    }
+}
+
+/// Takes Ctrl-C, SIGTERM and SIGHUP on a thread of its own: Ctrl-C during a shell's `ls`
+/// or `fetch` interrupts it; otherwise unfinished `.part` files are removed and the
+/// program ends (128 + the signal, as shells report it).
+fn watch_signals() {
+    // SAFETY: a sigset_t filled by sigemptyset/sigaddset, and this thread's mask, which
+    // every thread started later inherits, so the signals reach only `sigwait` below.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, signal);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    std::thread::spawn(move || {
+        loop {
+            let mut signal = 0;
+            // SAFETY: waits for one of the signals in a valid set.
+            if unsafe { libc::sigwait(&set, &mut signal) } != 0 {
+                continue;
+            }
+            if signal == libc::SIGINT && BUSY.load(Relaxed) {
+                INTERRUPTED.store(true, Relaxed);
+                continue;
+            }
+            for path in lock(&PARTS).drain(..) {
+                let _ = fs::remove_file(path);
+            }
+            std::process::exit(128 + signal);
+        }
+    });
+}
+
 /// Makes a file-size limit (`ulimit -f`) fail a write instead of killing the client
 /// mid-download (SIGXFSZ's default), so the error is reported and nothing is left.
 fn ignore_file_size_signal() {
@@ -1862,7 +2642,20 @@ fn ignore_file_size_signal() {
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
 }
 
-// ---------------------------------------------------------------- unit tests
+/// Raises the soft limit on open descriptors to the hard one: each connection costs a node
+/// two, and a client's count is what should run out, not the node's.
+fn raise_fd_limit() {
+    // SAFETY: getrlimit fills a valid rlimit, which setrlimit then reads.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+// ================================================================ unit tests
 
 #[cfg(test)]
 mod tests {
@@ -2037,6 +2830,22 @@ mod tests {
         }
 
         #[test]
+        fn bidi_and_invisible_characters_are_shown_escaped() {
+            assert_eq!(printable("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
+            assert_eq!(printable("a\u{200b}b\u{2066}c\u{feff}"), "a\\u{200b}b\\u{2066}c\\u{feff}");
+            assert_eq!(printable("quotes \"stay\" 'as' \\ they are"), "quotes \"stay\" 'as' \\ they are");
+        }
+
+        #[test]
+        fn a_glob_gets_the_regex_it_means_as_a_hint() {
+            assert_eq!(glob_as_regex("*.txt").as_deref(), Some("\\.txt$"));
+            assert_eq!(glob_as_regex("file?.*").as_deref(), Some("^file.\\."));
+            assert_eq!(glob_as_regex("*").as_deref(), Some("."));
+            assert_eq!(glob_as_regex("plain"), None);
+            assert!(compile_regex("*.txt").unwrap_err().contains("try '\\.txt$'"));
+        }
+
+        #[test]
         fn temporary_files_are_recognised() {
             assert!(is_part(".tinyp2p-12-0.part"));
             assert!(!is_part("tinyp2p-12-0.part"));
@@ -2055,6 +2864,21 @@ mod tests {
             assert_eq!(endpoint("http://h:1"), "http://h:1/RPC2");
             assert_eq!(endpoint("http://h:1/"), "http://h:1/");
             assert_eq!(endpoint("http://h:1/x"), "http://h:1/x");
+            assert_eq!(endpoint("http://h:1?x=1"), "http://h:1/RPC2?x=1");
+            assert_eq!(endpoint("http://h:1/RPC2#top"), "http://h:1/RPC2");
+        }
+
+        #[test]
+        fn the_token_is_taken_over_scheme_host_and_port_alone() {
+            for url in ["http://h:1", "http://h:1/", "http://h:1/RPC2", "http://h:1?x", "http://h:1#y"] {
+                assert_eq!(node_base(url), "http://h:1", "{url}");
+            }
+        }
+
+        #[test]
+        fn loopback_spellings_are_tried_for_a_loopback_node() {
+            assert_eq!(spellings("http://localhost:7"), ["http://127.0.0.1:7", "http://[::1]:7"]);
+            assert_eq!(spellings("http://127.0.0.1:7"), ["http://localhost:7", "http://[::1]:7"]);
         }
     }
 
@@ -2156,8 +2980,8 @@ mod tests {
         #[test]
         fn leaves_faults_false_and_cdata_to_the_xmlrpc_crate() {
             let mut rng = Rng(7);
-            let fault = fault_xml("no such file");
-            let no = answer_xml(&Value::Bool(false));
+            let fault = answer_xml(Err("no such file".into()));
+            let no = answer_xml(Ok(Value::Bool(false)));
             let cdata = b"<?xml version=\"1.0\"?><methodResponse><params><param><value><string><![CDATA[x]]></string></value></param></params></methodResponse>";
             for answer in [&fault[..], &no[..], &cdata[..]] {
                 assert_eq!(fast_reads(answer, &mut rng), None);
@@ -2201,9 +3025,9 @@ mod tests {
 
         #[test]
         fn answers_nested_deeper_than_the_limit_are_refused_however_they_hide_it() {
-            let listing = answer_xml(&Value::Array(vec![Value::Array(vec![Value::from("a")])]));
+            let listing = answer_xml(Ok(Value::Array(vec![Value::Array(vec![Value::from("a")])])));
             assert_eq!(check_answer(&listing), Ok(()));
-            assert_eq!(check_answer(&fault_xml("no")), Ok(()));
+            assert_eq!(check_answer(&answer_xml(Err("no".into()))), Ok(()));
             let hidden = [
                 "<value><array><data>",
                 "<value><array><data><!--</array>-->",

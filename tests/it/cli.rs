@@ -1,13 +1,12 @@
 //! The command line: usage, the password from the environment, clear one-line failures,
 //! and what a node says and answers.
 
-mod common;
-
 use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Node, Run, TempDir};
+use crate::common;
+use crate::common::{Node, Run, TempDir};
 use xmlrpc::Value;
 
 /// The password of the nodes these tests start.
@@ -192,92 +191,37 @@ mod password {
     }
 
     #[test]
-    fn calling_localhost_for_a_node_started_as_127_0_0_1_fails_the_same_way() {
+    fn a_wrong_password_names_the_other_spellings_it_tried() {
         let (_shared, node) = hello_node(&[]);
+        let run = client(&TempDir::new(), "not the secret", &node.url);
         let localhost = format!("http://localhost:{}", node.port());
-        assert_refused_as_wrong_password(&node, PW, &localhost);
-    }
-}
-
-mod failures {
-    use super::*;
-
-    #[test]
-    fn an_unreachable_node_is_one_clear_line_and_a_non_zero_exit() {
-        let url = closed_url();
-        let run = client(&TempDir::new(), PW, &url);
-        assert_failed(&run);
-        assert_one_line(&run);
-        assert!(run.stderr.contains(&url), "names the node: {}", run.stderr);
+        assert!(run.stderr.contains(&localhost), "tried spellings not named: {}", run.stderr);
     }
 
-    #[test]
-    fn an_invalid_regex_is_refused_before_any_network_call() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
-        let run = common::run(command(&TempDir::new(), &[PW, "client", &url, "("]));
-        assert!(!run.status.success(), "an invalid regex was accepted");
-        let text = run.stderr.to_lowercase();
-        assert!(text.contains("regex") || text.contains("pattern"), "{}", run.stderr);
-        assert!(!text.contains(&url), "the error is about the network: {}", run.stderr);
-        assert_no_panic(&run);
-        assert_one_line(&run);
-        let connection = listener.accept();
-        assert!(connection.is_err(), "the client connected to {url} before checking the regex");
-    }
-}
-
-mod server {
-    use super::*;
-
-    #[test]
-    fn a_lone_server_answers_a_client() {
-        let (_shared, node) = hello_node(&[]);
+    /// A client given `url` for the node started as `node.url` fetches from it, and says
+    /// which URL the node goes by when that differs from what it was given.
+    fn assert_found_by_its_own_url(node: &Node, url: &str) {
         let dir = TempDir::new();
-        let run = client(&dir, PW, &node.url);
+        let run = client(&dir, PW, url);
         assert_fetched_hello(&dir, &run);
-        let line = format!("fetched hello.txt ({} bytes) from {}", HELLO.len(), node.url);
-        assert!(run.stdout.lines().any(|l| l == line), "no {line:?} in:\n{}", run.stdout);
-    }
-
-    #[test]
-    fn a_server_with_an_unreachable_peer_warns_and_still_serves() {
-        let dead = closed_url();
-        let (_shared, node) = hello_node(&[&dead]);
-        let log = node.log.lock().unwrap().clone();
-        let warning = log.iter().find(|line| line.contains(&dead));
-        assert!(warning.is_some(), "no warning naming {dead}: {log:?}");
-        // The dead peer may stay in the node's list, so the run itself may report it.
-        let dir = TempDir::new();
-        let run = client(&dir, PW, &node.url);
-        assert_eq!(dir.read("hello.txt"), HELLO, "{}", run.stderr);
         assert_no_panic(&run);
-    }
-
-    #[test]
-    fn a_wrong_token_gets_false_in_every_mode() {
-        let (_shared, node) = hello_node(&[]);
-        let wrong = common::token(PW, &format!("http://localhost:{}", node.port()));
-        let args = [Value::Array(vec![]), Value::from("."), Value::from("hello.txt")];
-        for (mode, arg) in args.into_iter().enumerate() {
-            let answer = common::call(&node.url, &wrong, mode as i32, arg);
-            assert_eq!(answer, Ok(Value::Bool(false)), "mode {mode}");
+        if !url.starts_with(&node.url) {
+            let note = format!("goes by {}", node.url);
+            assert!(run.stderr.contains(&note), "no {note:?} in: {}", run.stderr);
         }
     }
 
     #[test]
-    fn the_node_logs_one_line_per_request() {
+    fn localhost_for_a_node_started_as_127_0_0_1_finds_it_under_its_own_url() {
         let (_shared, node) = hello_node(&[]);
-        // The harness may record the `listening on` line just after start returns.
-        let logged = || node.log.lock().unwrap().iter().filter(|l| !l.starts_with("listening on ")).count();
-        let before = logged();
-        let token = common::token(PW, &node.url);
-        for (mode, arg) in [(0, Value::Array(vec![])), (1, Value::from(".")), (2, Value::from("hello.txt"))] {
-            common::call(&node.url, &token, mode, arg).expect("call");
+        assert_found_by_its_own_url(&node, &format!("http://localhost:{}", node.port()));
+    }
+
+    #[test]
+    fn a_trailing_slash_or_rpc2_path_is_not_part_of_the_node_url() {
+        let (_shared, node) = hello_node(&[]);
+        for url in [format!("{}/", node.url), format!("{}/RPC2", node.url)] {
+            assert_found_by_its_own_url(&node, &url);
         }
-        let grew = common::eventually(Duration::from_secs(5), || logged() >= before + 3);
-        assert!(grew, "the log did not grow by 3 lines: {:?}", node.log.lock().unwrap());
-        assert_eq!(logged(), before + 3, "{:?}", node.log.lock().unwrap());
     }
 }

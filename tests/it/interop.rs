@@ -2,14 +2,13 @@
 //! the seed's walkthrough, content carried byte-exact, the join walk, parallel and stalled
 //! transfers.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Node, Run, TempDir};
+use crate::common;
+use crate::common::{Node, Run, TempDir};
 use xmlrpc::Value;
 
 /// The walkthrough's password.
@@ -122,11 +121,13 @@ struct Fetched {
     from: String,
 }
 
-/// The `fetched` lines of a Rust client run.
+/// The `fetched "NAME" (N bytes) from URL` lines of a Rust client run (names quoted as
+/// error lines quote them; the names in these tests need no escapes).
 fn fetched(run: &Run) -> Vec<Fetched> {
     let parse = |rest: &str| {
         let (head, from) = rest.rsplit_once(" bytes) from ")?;
         let (name, bytes) = head.rsplit_once(" (")?;
+        let name = name.strip_prefix('"')?.strip_suffix('"')?;
         Some(Fetched { name: name.to_string(), bytes: bytes.parse().ok()?, from: from.to_string() })
     };
     run.stdout
@@ -136,10 +137,12 @@ fn fetched(run: &Run) -> Vec<Fetched> {
         .collect()
 }
 
-/// The Rust client's summary line, `done: F fetched, S skipped, E failed`.
+/// The counts of the Rust client's summary line, `done: F fetched, S skipped, E failed`
+/// (before the `; SIZE in TIME` that follows).
 fn summary(run: &Run) -> &str {
     let line = run.stdout.lines().find(|line| line.starts_with("done: "));
-    line.unwrap_or_else(|| panic!("no summary line in stdout:\n{}", run.stdout))
+    let line = line.unwrap_or_else(|| panic!("no summary line in stdout:\n{}", run.stdout));
+    line.split(';').next().unwrap_or_default()
 }
 
 /// Deterministic pseudo-random bytes (xorshift64*).
@@ -232,7 +235,7 @@ mod walkthrough {
     use super::*;
 
     /// The program itself, which the walkthrough copies to `file0` and `file1`.
-    const PROGRAM: &[u8] = include_bytes!("peer.py");
+    const PROGRAM: &[u8] = include_bytes!("../peer.py");
 
     /// node0 alone, node1 joining node0, a client in a third folder via node0 with `file*`.
     fn play(kind0: Kind, kind1: Kind, client: Kind) {

@@ -11,8 +11,6 @@
 //! - `mod faults`: nodes that die, dead peers, restarts, a client that cannot write.
 //! - `mod tokens`: wrong tokens of every shape get `False`, never a fault.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{Read, Write};
@@ -25,7 +23,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{Node, Run, TempDir};
+use crate::common;
+use crate::common::{Node, Run, TempDir};
 use xmlrpc::Value;
 
 const PW: &str = "hostile-pw";

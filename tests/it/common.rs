@@ -1,5 +1,4 @@
 //! Test harness: real tinyp2p and Python peer processes on 127.0.0.1, port 0, killed on drop.
-#![allow(dead_code)] // each test file uses its own part of the harness
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
