@@ -448,7 +448,7 @@ impl XmlIn<'_> {
             })?),
             "base64" => {
                 let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-                Value::Base64(scalar_of(tag, &text, |_| base64::decode(&digits).ok())?)
+                Value::Base64(scalar_of(tag, &text, |_| base64_simd::STANDARD.decode_to_vec(&digits).ok())?)
             }
             "nil" => Value::Nil,
             other => return Err(format!("XML-RPC type <{other}> is not supported here")),
@@ -647,7 +647,9 @@ impl<R: Read> Encoder<R> {
             whole
         } else {
             self.out.resize(self.raw.len().div_ceil(3) * 4, 0);
-            base64::encode_config_slice(&self.raw, base64::STANDARD, &mut self.out);
+            let written =
+                base64_simd::STANDARD.encode(&self.raw, base64_simd::Out::from_slice(&mut self.out)).len();
+            self.out.truncate(written);
             self.raw.len()
         };
         self.raw.drain(..used);
@@ -916,7 +918,12 @@ fn stream_base64(s: &mut Scanner<impl Read>, out: &mut impl Write) -> io::Result
         let stop = memchr(b'<', avail);
         let run = &avail[..stop.unwrap_or(avail.len())];
         let before = quads.len();
-        quads.extend(run.iter().filter(|&&b| !xml_space(b)));
+        // base64 holds no byte at or below the space, and most answers no white space at all
+        if run.iter().fold(false, |any, &b| any | (b <= b' ')) {
+            quads.extend(run.iter().filter(|&&b| !xml_space(b)));
+        } else {
+            quads.extend_from_slice(run);
+        }
         (chars, spaces) = (chars + quads.len() - before, spaces + run.len() - (quads.len() - before));
         if spaces > chars / 4 + MAX_WHITE_SPACE {
             return Err(io::Error::other("it padded its base64 with endless white space"));
@@ -927,10 +934,11 @@ fn stream_base64(s: &mut Scanner<impl Read>, out: &mut impl Write) -> io::Result
             return Ok(None);
         }
         for group in quads[..whole].chunks(CHUNK / 3 * 4) {
-            let Ok(n) = base64::decode_config_slice(group, base64::STANDARD, &mut bytes) else {
+            let Ok(decoded) = base64_simd::STANDARD.decode(group, base64_simd::Out::from_slice(&mut bytes))
+            else {
                 return Ok(None);
             };
-            write_capped(out, &bytes[..n], &mut total)?;
+            write_capped(out, decoded, &mut total)?;
         }
         quads.drain(..whole);
         if stop.is_some() {
@@ -1068,11 +1076,8 @@ fn serve(caller: Caller, host: &str, port: u16, peers: &[String], shell: bool) -
     let left_out =
         if left_out.is_empty() { String::new() } else { format!(" (left out: {})", left_out.join(", ")) };
     let folder = fs::canonicalize(&node.base).unwrap_or_default();
-    say_err(format_args!(
-        "sharing {} files from {}{left_out}",
-        names.len(),
-        printable(&folder.to_string_lossy())
-    ));
+    let files = if names.len() == 1 { "1 file".to_string() } else { format!("{} files", names.len()) };
+    say_err(format_args!("sharing {files} from {}{left_out}", printable(&folder.to_string_lossy())));
     if host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified()) {
         say_err(format_args!(
             "tinyp2p: warning: other nodes will be told {}, which they cannot reach: start the node \
@@ -1220,7 +1225,11 @@ impl Node {
 
     /// The folder's servable names, sorted; scanned again only when the folder changed.
     fn names(&self) -> io::Result<Arc<Vec<String>>> {
-        let stamp = fs::metadata(&self.base)?.modified()?;
+        let folder = fs::metadata(&self.base)?;
+        if folder.nlink() == 0 {
+            return Err(io::Error::other("it was deleted"));
+        }
+        let stamp = folder.modified()?;
         let mut cache = lock(&self.listing);
         if let Some((seen, names)) = cache.as_ref()
             && *seen == stamp
@@ -2119,7 +2128,7 @@ impl Report {
         let live = (!settings.quiet && io::stderr().is_terminal()).then(|| {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(5));
             let totals = ProgressBar::no_length()
-                .with_style(style("{prefix} {binary_bytes} at {binary_bytes_per_sec}"));
+                .with_style(style("{prefix} {binary_bytes} received at {binary_bytes_per_sec}"));
             (multi.clone(), multi.add(totals))
         });
         Report {
@@ -2961,7 +2970,7 @@ mod tests {
 
         /// The ways a content answer is written: ours, Python's (raw CR), bare, wrapped base64.
         fn answer_forms(content: &[u8]) -> Vec<Vec<u8>> {
-            let b64 = base64::encode(content);
+            let b64 = base64_simd::STANDARD.encode_to_string(content);
             let wrapped: Vec<String> =
                 b64.as_bytes().chunks(76).map(|l| String::from_utf8_lossy(l).into()).collect();
             let frame = |value: String| {

@@ -225,3 +225,86 @@ mod password {
         }
     }
 }
+
+mod failures {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_node_is_one_clear_line_and_a_non_zero_exit() {
+        let url = closed_url();
+        let run = client(&TempDir::new(), PW, &url);
+        assert_failed(&run);
+        assert_one_line(&run);
+        assert!(run.stderr.contains(&url), "names the node: {}", run.stderr);
+    }
+
+    #[test]
+    fn an_invalid_regex_is_refused_before_any_network_call() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let run = common::run(command(&TempDir::new(), &[PW, "client", &url, "("]));
+        assert!(!run.status.success(), "an invalid regex was accepted");
+        let text = run.stderr.to_lowercase();
+        assert!(text.contains("regex") || text.contains("pattern"), "{}", run.stderr);
+        assert!(!text.contains(&url), "the error is about the network: {}", run.stderr);
+        assert_no_panic(&run);
+        assert_one_line(&run);
+        let connection = listener.accept();
+        assert!(connection.is_err(), "the client connected to {url} before checking the regex");
+    }
+}
+
+mod server {
+    use super::*;
+
+    #[test]
+    fn a_lone_server_answers_a_client() {
+        let (_shared, node) = hello_node(&[]);
+        let dir = TempDir::new();
+        let run = client(&dir, PW, &node.url);
+        assert_fetched_hello(&dir, &run);
+        let line = format!("fetched \"hello.txt\" ({} bytes) from {}", HELLO.len(), node.url);
+        assert!(run.stdout.lines().any(|l| l == line), "no {line:?} in:\n{}", run.stdout);
+    }
+
+    #[test]
+    fn a_server_with_an_unreachable_peer_warns_and_still_serves() {
+        let dead = closed_url();
+        let (_shared, node) = hello_node(&[&dead]);
+        let log = node.log.lock().unwrap().clone();
+        let warning = log.iter().find(|line| line.contains(&dead));
+        assert!(warning.is_some(), "no warning naming {dead}: {log:?}");
+        // The dead peer may stay in the node's list, so the run itself may report it.
+        let dir = TempDir::new();
+        let run = client(&dir, PW, &node.url);
+        assert_eq!(dir.read("hello.txt"), HELLO, "{}", run.stderr);
+        assert_no_panic(&run);
+    }
+
+    #[test]
+    fn a_wrong_token_gets_false_in_every_mode() {
+        let (_shared, node) = hello_node(&[]);
+        let wrong = common::token(PW, &format!("http://localhost:{}", node.port()));
+        let args = [Value::Array(vec![]), Value::from("."), Value::from("hello.txt")];
+        for (mode, arg) in args.into_iter().enumerate() {
+            let answer = common::call(&node.url, &wrong, mode as i32, arg);
+            assert_eq!(answer, Ok(Value::Bool(false)), "mode {mode}");
+        }
+    }
+
+    #[test]
+    fn the_node_logs_one_line_per_request() {
+        let (_shared, node) = hello_node(&[]);
+        // Request lines only: the start lines may be recorded just after start returns.
+        let logged = || node.log.lock().unwrap().iter().filter(|l| l.contains("\"POST /RPC2 HTTP/")).count();
+        let before = logged();
+        let token = common::token(PW, &node.url);
+        for (mode, arg) in [(0, Value::Array(vec![])), (1, Value::from(".")), (2, Value::from("hello.txt"))] {
+            common::call(&node.url, &token, mode, arg).expect("call");
+        }
+        let grew = common::eventually(Duration::from_secs(5), || logged() >= before + 3);
+        assert!(grew, "the log did not grow by 3 lines: {:?}", node.log.lock().unwrap());
+        assert_eq!(logged(), before + 3, "{:?}", node.log.lock().unwrap());
+    }
+}
