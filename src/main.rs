@@ -69,17 +69,26 @@ enum Cli {
     Version,
     /// `server` or `shell`: share this folder as `http://HOST:PORT`, joining via `peers`.
     Node {
+        /// The network's password.
         password: String,
+        /// The node's host, as other nodes will call it.
         host: String,
+        /// Its port (0: a free one).
         port: u16,
+        /// Peers to join through.
         peers: Vec<String>,
+        /// Whether to offer a prompt as well (`shell`).
         shell: bool,
     },
     /// `client` or `list`: what `pattern` finds on the network that `url` knows.
     Client {
+        /// The network's password.
         password: String,
+        /// The node to start from.
         url: String,
+        /// The regex searched in each name.
         pattern: String,
+        /// Whether only to show what is offered (`list`).
         list: bool,
     },
 }
@@ -221,6 +230,11 @@ fn printable(text: &str) -> String {
     let escape =
         |c: char| if matches!(c, '"' | '\'' | '\\') { c.to_string() } else { c.escape_debug().to_string() };
     text.chars().map(escape).collect()
+}
+
+/// A name as every line shows it: quoted, and escaped as `printable` escapes.
+fn quoted(name: &str) -> String {
+    printable(&format!("{name:?}"))
 }
 
 /// Prints a line on stdout; a closed pipe is not an error.
@@ -673,17 +687,10 @@ impl<R: Read> Read for Encoder<R> {
 }
 
 /// The text before and after a streamed content value in a `<methodResponse>`.
-fn content_frame(encoding: Encoding) -> (&'static [u8], &'static [u8]) {
-    match encoding {
-        Encoding::Text => (
-            b"<?xml version=\"1.0\"?>\n<methodResponse><params><param><value><string>",
-            b"</string></value></param></params></methodResponse>\n",
-        ),
-        Encoding::Base64 => (
-            b"<?xml version=\"1.0\"?>\n<methodResponse><params><param><value><base64>",
-            b"</base64></value></param></params></methodResponse>\n",
-        ),
-    }
+fn content_frame(encoding: Encoding) -> (String, String) {
+    let tag = if encoding == Encoding::Text { "string" } else { "base64" };
+    let head = format!("<?xml version=\"1.0\"?>\n<methodResponse><params><param><value><{tag}>");
+    (head, format!("</{tag}></value></param></params></methodResponse>\n"))
 }
 
 /// Whether a byte is XML white space.
@@ -1654,7 +1661,7 @@ fn send_content(request: Request, file: File, plan: Survey) -> io::Result<()> {
     let mut out =
         BufWriter::with_capacity(buffer_for(http.len() as u64 + len, SEND_BUFFER), request.into_writer());
     out.write_all(http.as_bytes())?;
-    out.write_all(head)?;
+    out.write_all(head.as_bytes())?;
     let mut body = Encoder::new(file, plan);
     let sent = io::copy(&mut body, &mut out);
     if sent.is_err() {
@@ -1663,7 +1670,7 @@ fn send_content(request: Request, file: File, plan: Survey) -> io::Result<()> {
         // takes, make it fail at once instead.
         io::copy(&mut io::repeat(0).take(body.out_left), &mut out)?;
     }
-    out.write_all(tail)?;
+    out.write_all(tail.as_bytes())?;
     out.flush()?;
     sent.map(drop)
 }
@@ -1977,13 +1984,8 @@ impl Caller {
         let request = call_xml(&token(&self.password, node_base(url)), 2, Value::from(name));
         let answer = self.send(url, &request, false)?;
         let size = answer.headers().get("content-length").and_then(|v| v.to_str().ok()?.parse().ok());
-        let transfer = report.transfer(name, size);
-        let mut meter = Meter {
-            answer: answer.into_body().into_reader(),
-            transfer,
-            settings: self.settings,
-            window: (Instant::now(), 0),
-        };
+        let (answer, bar) = (answer.into_body().into_reader(), report.bar(name, size));
+        let mut meter = Meter { answer, report, bar, settings: self.settings, window: (Instant::now(), 0) };
         let mut out = BufWriter::with_capacity(WRITE_BUFFER, &mut part.file);
         let streamed = decode_content(&mut meter, &mut out).and_then(|n| out.flush().map(|()| n));
         drop(out);
@@ -2063,8 +2065,10 @@ fn unexpected(answer: &Value, url: &str, wanted: &str) -> anyhow::Error {
 struct Meter<'a, R> {
     /// The answer's body.
     answer: R,
-    /// Where the bytes are counted.
-    transfer: Transfer<'a>,
+    /// The run's report, for the live status.
+    report: &'a Report,
+    /// The download's own progress line, for a large one on a terminal.
+    bar: Option<ProgressBar>,
     /// The speed floor and its window.
     settings: Settings,
     /// When the current window began, and the bytes that came in it.
@@ -2077,7 +2081,8 @@ impl<R: Read> Read for Meter<'_, R> {
             return Err(io::Error::other("interrupted"));
         }
         let n = self.answer.read(buf)?;
-        self.transfer.add(n as u64);
+        let bars = self.report.live.as_ref().map(|(_, totals)| totals).into_iter().chain(&self.bar);
+        bars.for_each(|bar| bar.inc(n as u64));
         self.window.1 += n as u64;
         let (elapsed, limit) = (self.window.0.elapsed(), self.settings.speed_limit);
         if elapsed >= self.settings.speed_time {
@@ -2091,16 +2096,18 @@ impl<R: Read> Read for Meter<'_, R> {
     }
 }
 
+impl<R> Drop for Meter<'_, R> {
+    fn drop(&mut self) {
+        if let (Some(bar), Some((multi, _))) = (&self.bar, &self.report.live) {
+            multi.remove(bar);
+        }
+    }
+}
+
 /// What a client run did, and its live status on a terminal.
 struct Report {
-    /// Files fetched, already here, and failed; nodes that did not answer; files to fetch.
-    fetched: AtomicUsize,
-    skipped: AtomicUsize,
-    failed: AtomicUsize,
-    unreachable: AtomicUsize,
-    to_fetch: AtomicUsize,
-    /// Bytes of the files fetched.
-    bytes: AtomicU64,
+    /// What happened so far.
+    counts: Mutex<Counts>,
     /// When the run began.
     started: Instant,
     /// Print only errors.
@@ -2109,12 +2116,18 @@ struct Report {
     live: Option<(MultiProgress, ProgressBar)>,
 }
 
-/// One download's share of the report: its bytes, and on a terminal its own line.
-struct Transfer<'a> {
-    /// The run's report.
-    report: &'a Report,
-    /// The download's own progress line, for a large one.
-    bar: Option<ProgressBar>,
+/// A client run's counts.
+#[derive(Default)]
+struct Counts {
+    /// Files fetched, already here, failed, and planned.
+    fetched: usize,
+    skipped: usize,
+    failed: usize,
+    to_fetch: usize,
+    /// Nodes that did not answer.
+    unreachable: usize,
+    /// Bytes of the files fetched.
+    bytes: u64,
 }
 
 /// A progress style from a template known to be valid.
@@ -2131,17 +2144,7 @@ impl Report {
                 .with_style(style("{prefix} {binary_bytes} received at {binary_bytes_per_sec}"));
             (multi.clone(), multi.add(totals))
         });
-        Report {
-            fetched: AtomicUsize::new(0),
-            skipped: AtomicUsize::new(0),
-            failed: AtomicUsize::new(0),
-            unreachable: AtomicUsize::new(0),
-            to_fetch: AtomicUsize::new(0),
-            bytes: AtomicU64::new(0),
-            started: Instant::now(),
-            quiet: settings.quiet,
-            live,
-        }
+        Report { counts: Mutex::default(), started: Instant::now(), quiet: settings.quiet, live }
     }
 
     /// Prints a whole line above the live status: on stdout, or with `err` on stderr.
@@ -2153,49 +2156,34 @@ impl Report {
         }
     }
 
-    /// A file arrived.
-    fn fetched(&self, name: &str, size: u64, url: &str) {
-        self.fetched.fetch_add(1, Relaxed);
-        self.bytes.fetch_add(size, Relaxed);
-        if !self.quiet {
-            self.line(
-                false,
-                format!("fetched {} ({size} bytes) from {url}", printable(&format!("{name:?}"))),
-            );
+    /// Counts what `change` does to the counts, and shows the files done of those to fetch.
+    fn count(&self, change: impl FnOnce(&mut Counts)) {
+        let mut counts = lock(&self.counts);
+        change(&mut counts);
+        if let Some((_, totals)) = &self.live {
+            totals.set_prefix(format!("{} of {} files,", counts.fetched + counts.failed, counts.to_fetch));
         }
-        self.show_count();
     }
 
-    /// A file was here already.
-    fn skipped(&self) {
-        self.skipped.fetch_add(1, Relaxed);
+    /// A file arrived.
+    fn fetched(&self, name: &str, size: u64, url: &str) {
+        self.count(|c| (c.fetched, c.bytes) = (c.fetched + 1, c.bytes + size));
+        if !self.quiet {
+            self.line(false, format!("fetched {} ({size} bytes) from {url}", quoted(name)));
+        }
     }
 
     /// Something failed: a file, or (`node`) a whole node.
     fn failed(&self, node: bool, why: String) {
-        (if node { &self.unreachable } else { &self.failed }).fetch_add(1, Relaxed);
+        self.count(|c| if node { c.unreachable += 1 } else { c.failed += 1 });
         self.line(true, format!("tinyp2p: {}", printable(&why)));
-        self.show_count();
     }
 
-    /// Shows the files done of the files to fetch.
-    fn show_count(&self) {
-        if let Some((_, totals)) = &self.live {
-            let done = self.fetched.load(Relaxed) + self.failed.load(Relaxed);
-            totals.set_prefix(format!("{done} of {} files,", self.to_fetch.load(Relaxed)));
-        }
-    }
-
-    /// A download's share of the live status: a line of its own when it is large.
-    fn transfer(&self, name: &str, size: Option<u64>) -> Transfer<'_> {
-        let bar = match (&self.live, size) {
-            (Some((multi, _)), Some(size)) if size >= SHOWN_SIZE => {
-                let bar = ProgressBar::new(size).with_style(style("  {wide_msg} {percent:>3}%"));
-                Some(multi.add(bar.with_message(printable(&format!("{name:?}")))))
-            }
-            _ => None,
-        };
-        Transfer { report: self, bar }
+    /// A download's own line in the live status, when the download is large.
+    fn bar(&self, name: &str, size: Option<u64>) -> Option<ProgressBar> {
+        let (multi, size) = (&self.live.as_ref()?.0, size.filter(|&size| size >= SHOWN_SIZE)?);
+        let bar = ProgressBar::new(size).with_style(style("  {wide_msg} {percent:>3}%"));
+        Some(multi.add(bar.with_message(quoted(name))))
     }
 
     /// Clears the live status and prints the summary; true if nothing failed.
@@ -2203,42 +2191,19 @@ impl Report {
         if let Some((multi, _)) = &self.live {
             let _ = multi.clear();
         }
-        let (failed, unreachable) = (self.failed.load(Relaxed), self.unreachable.load(Relaxed));
+        let c = lock(&self.counts);
         if !self.quiet {
+            let unreachable = c.unreachable;
             let dead = if unreachable > 0 {
                 format!(", {unreachable} of {nodes} nodes unreachable")
             } else {
                 String::new()
             };
-            let (f, s, bytes) =
-                (self.fetched.load(Relaxed), self.skipped.load(Relaxed), self.bytes.load(Relaxed));
-            let secs = self.started.elapsed().as_secs_f64();
-            say(format_args!(
-                "done: {f} fetched, {s} skipped, {failed} failed{dead}; {} in {secs:.2} s",
-                HumanBytes(bytes)
-            ));
+            let (secs, bytes) = (self.started.elapsed().as_secs_f64(), HumanBytes(c.bytes));
+            let (f, s, e) = (c.fetched, c.skipped, c.failed);
+            say(format_args!("done: {f} fetched, {s} skipped, {e} failed{dead}; {bytes} in {secs:.2} s"));
         }
-        failed == 0 && unreachable == 0
-    }
-}
-
-impl Transfer<'_> {
-    /// Counts `n` more bytes of the download.
-    fn add(&self, n: u64) {
-        if let Some((_, totals)) = &self.report.live {
-            totals.inc(n);
-        }
-        if let Some(bar) = &self.bar {
-            bar.inc(n);
-        }
-    }
-}
-
-impl Drop for Transfer<'_> {
-    fn drop(&mut self) {
-        if let (Some(bar), Some((multi, _))) = (&self.bar, &self.report.live) {
-            multi.remove(bar);
-        }
+        c.failed == 0 && c.unreachable == 0
     }
 }
 
@@ -2264,8 +2229,7 @@ fn client(caller: &Caller, url: &str, pattern: &str, list: bool) -> Result<bool>
     clean_stale_parts();
     ignore_file_size_signal();
     let jobs = plan(offers, &report);
-    report.to_fetch.store(jobs.len(), Relaxed);
-    report.show_count();
+    report.count(|c| c.to_fetch = jobs.len());
     parallel(&jobs, CLIENT_WORKERS, |job| fetch(caller, &peers, job, &report));
     Ok(report.finish(peers.len()))
 }
@@ -2306,7 +2270,7 @@ fn plan(offers: BTreeMap<String, Vec<usize>>, report: &Report) -> Vec<Job> {
     let mut jobs = Vec::new();
     for (name, peers) in offers {
         if fs::symlink_metadata(&name).is_ok() {
-            report.skipped();
+            report.count(|c| c.skipped += 1);
             continue;
         }
         let round = rounds.entry(peers[0]).or_default();
@@ -2320,18 +2284,21 @@ fn plan(offers: BTreeMap<String, Vec<usize>>, report: &Report) -> Vec<Job> {
 /// Prints what the network offers, a line per name with the nodes offering it, then a
 /// summary; true if every node answered.
 fn show(peers: &[String], offers: &BTreeMap<String, Vec<usize>>, report: &Report) -> bool {
-    let quoted: Vec<String> = offers.keys().map(|name| printable(&format!("{name:?}"))).collect();
+    let quoted: Vec<String> = offers.keys().map(|name| quoted(name)).collect();
     let width = quoted.iter().map(|q| q.chars().count()).max().unwrap_or(0).min(40);
     for (name, at) in quoted.iter().zip(offers.values()) {
         let nodes: Vec<&str> = at.iter().map(|&p| peers[p].as_str()).collect();
         report.line(false, format!("{name:width$}  {}", nodes.join(", ")));
     }
-    let unreachable = report.unreachable.load(Relaxed);
+    let (unreachable, failed) = {
+        let c = lock(&report.counts);
+        (c.unreachable, c.failed)
+    };
     if !report.quiet {
         let dead = if unreachable > 0 { format!(", {unreachable} did not answer") } else { String::new() };
         say(format_args!("{} names on {} nodes{dead}", offers.len(), peers.len()));
     }
-    unreachable == 0 && report.failed.load(Relaxed) == 0
+    unreachable == 0 && failed == 0
 }
 
 /// Fetches one file from the first of its peers that delivers it.
@@ -2346,7 +2313,7 @@ fn fetch(caller: &Caller, peers: &[String], job: &Job, report: &Report) {
             .and_then(|(part, size)| Ok((part.publish(&job.name)?, size)))
         {
             Ok((true, size)) => return report.fetched(&job.name, size, url),
-            Ok((false, _)) => return report.skipped(),
+            Ok((false, _)) => return report.count(|c| c.skipped += 1),
             Err(e) => report.failed(false, format!("cannot fetch {:?}: {e:#}", job.name)),
         }
     }
@@ -2767,10 +2734,10 @@ mod tests {
     fn served(content: &[u8]) -> Vec<u8> {
         let plan = survey(&mut &content[..], content.len() as u64).unwrap();
         let (head, tail) = content_frame(plan.encoding);
-        let mut answer = head.to_vec();
+        let mut answer = head.clone().into_bytes();
         Encoder::new(content, plan).read_to_end(&mut answer).unwrap();
         assert_eq!(answer.len() as u64, head.len() as u64 + plan.encoded);
-        answer.extend_from_slice(tail);
+        answer.extend_from_slice(tail.as_bytes());
         answer
     }
 
