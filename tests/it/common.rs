@@ -73,14 +73,19 @@ pub fn tinyp2p() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tinyp2p"))
 }
 
-/// The Python peer of tests/peer.py; fails loudly when python3 is missing.
-pub fn python_peer() -> Command {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peer.py");
+/// Python 3 running one of the scripts in tests/; fails loudly when python3 is missing.
+fn python_script(script: &str) -> Command {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(script);
     let ok = Command::new("python3").arg("--version").output();
-    assert!(ok.is_ok(), "python3 is required by the interop tests and was not found");
+    assert!(ok.is_ok(), "python3 is required by these tests and was not found");
     let mut cmd = Command::new("python3");
     cmd.arg(script);
     cmd
+}
+
+/// The Python peer of tests/peer.py; fails loudly when python3 is missing.
+pub fn python_peer() -> Command {
+    python_script("peer.py")
 }
 
 /// A running server process; killed and reaped on drop.
@@ -262,4 +267,321 @@ pub fn eventually(deadline: Duration, mut check: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     check()
+}
+
+// ---------------------------------------------------------------------------------------
+// A terminal: tests/terminal.py runs a command in a real pseudo-terminal
+// ---------------------------------------------------------------------------------------
+
+/// One step of a terminal session.
+#[derive(Clone, Copy, Debug)]
+pub enum Key<'a> {
+    /// Wait until this text appears after what the last `Expect` found.
+    Expect(&'a str),
+    /// Type this, as is: "\r" is Enter, "\x03" Ctrl-C, "\x04" Ctrl-D.
+    Send(&'a str),
+}
+
+/// What a command run in a pseudo-terminal left.
+pub struct Shown {
+    /// Its exit status; 124 if a step or the exit did not come in time (see `driver`).
+    pub status: Option<i32>,
+    /// Every byte it wrote to the terminal, escape sequences and all.
+    pub raw: String,
+    /// The text a person reads on the terminal at the end, line by line.
+    pub screen: String,
+    /// What the driver said on its own stderr (why it gave up, if it did).
+    pub driver: String,
+}
+
+impl Shown {
+    /// Everything, for failure messages.
+    pub fn dump(&self) -> String {
+        format!(
+            "status {:?}; driver: {}\nscreen:\n{}\nraw: {:?}",
+            self.status, self.driver, self.screen, self.raw
+        )
+    }
+}
+
+/// Runs `program` (its path, then its arguments) in `dir` in a pseudo-terminal of 24 rows
+/// and 100 columns, playing `keys`, with the environment `envs` added.
+pub fn terminal(dir: &Path, envs: &[(&str, &str)], keys: &[Key], program: &[&str]) -> Shown {
+    let screen = TempDir::new();
+    let screen_file = screen.path().join("screen.txt");
+    let mut cmd = python_script("terminal.py");
+    cmd.args(["--rows", "24", "--cols", "100", "--deadline", "40", "--screen"]).arg(&screen_file);
+    for key in keys {
+        match key {
+            Key::Expect(text) => cmd.args(["--expect", text]),
+            Key::Send(text) => cmd.args(["--send", &text.replace('\\', "\\\\")]),
+        };
+    }
+    cmd.arg("--").args(program).current_dir(dir).envs(envs.iter().copied());
+    let run = run(cmd);
+    Shown {
+        status: run.status.code(),
+        raw: run.stdout,
+        screen: std::fs::read_to_string(&screen_file).unwrap_or_default(),
+        driver: run.stderr,
+    }
+}
+
+/// The path of the tinyp2p binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tinyp2p")
+}
+
+// ---------------------------------------------------------------------------------------
+// A shell with its commands piped in
+// ---------------------------------------------------------------------------------------
+
+/// A `tinyp2p PW shell` process reading commands from a pipe; killed on drop.
+pub struct Shell {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    /// The URL the node printed.
+    pub url: String,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Appends everything `from` yields to `to`, line by line as it comes.
+fn collect(from: impl std::io::Read + Send + 'static, to: Arc<Mutex<String>>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(from);
+        let mut line = Vec::new();
+        while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+            to.lock().unwrap().push_str(&String::from_utf8_lossy(&line));
+            line.clear();
+        }
+    })
+}
+
+impl Shell {
+    /// Starts a shell node in `dir` joining `peers`, and waits for its `listening on` line.
+    pub fn start(password: &str, dir: &Path, peers: &[&str]) -> Shell {
+        let mut cmd = tinyp2p();
+        cmd.args([password, "shell", "127.0.0.1", "0"]).args(peers).current_dir(dir);
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn shell");
+        let (stdout, stderr) = (Arc::new(Mutex::new(String::new())), Arc::new(Mutex::new(String::new())));
+        let readers = vec![
+            collect(child.stdout.take().unwrap(), stdout.clone()),
+            collect(child.stderr.take().unwrap(), stderr.clone()),
+        ];
+        let stdin = child.stdin.take();
+        let mut shell = Shell { child, stdin, url: String::new(), stdout, stderr, readers };
+        let url = || {
+            let err = shell.stderr.lock().unwrap();
+            err.lines().find_map(|l| l.strip_prefix("listening on ")).map(str::to_string)
+        };
+        let found = eventually(START_DEADLINE, || url().is_some());
+        assert!(found, "the shell printed no URL; stderr:\n{}", shell.stderr());
+        shell.url = url().unwrap();
+        shell
+    }
+
+    /// Types one command (or several, one a line, in one write).
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        stdin.write_all(format!("{line}\n").as_bytes()).expect("write a command");
+        stdin.flush().unwrap();
+    }
+
+    /// All the shell wrote on stdout so far.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// All the shell wrote on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until stdout holds `count` lines that start with `start`; panics after RUN_DEADLINE.
+    pub fn wait_for_lines(&self, start: &str, count: usize) {
+        let seen = || self.stdout().lines().filter(|l| l.starts_with(start)).count();
+        let came = eventually(RUN_DEADLINE, || seen() >= count);
+        assert!(came, "stdout never held {count} lines starting {start:?}:\n{}", self.stdout());
+    }
+
+    /// Closes stdin (the end of input) and waits for the shell to exit.
+    pub fn finish(mut self) -> Run {
+        drop(self.stdin.take());
+        let end = Instant::now() + RUN_DEADLINE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the shell") {
+                break status;
+            }
+            assert!(Instant::now() < end, "the shell did not exit at the end of input:\n{}", self.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        Run { status, stdout: self.stdout(), stderr: self.stderr() }
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A fake peer: a scripted XML-RPC responder for what real nodes do not do on demand
+// ---------------------------------------------------------------------------------------
+
+/// What the fake does with one request.
+pub enum Reply {
+    /// A 200 answer holding this XML-RPC value (the XML inside `<value>`).
+    Value(String),
+    /// Nothing at all: the connection is held open, silent.
+    Silent,
+    /// A file answer with a Content-Length of `len` bytes, of which the head and a few KiB
+    /// come, then nothing more: the connection is held open.
+    Stall(u64),
+    /// A file answer with a Content-Length of `len` bytes, trickled a KiB every 10 ms: it
+    /// flows but does not end while the test runs.
+    Trickle(u64),
+}
+
+/// A scripted responder on 127.0.0.1: answers each request with `script(mode, own URL)`.
+pub struct Fake {
+    /// Its URL.
+    pub url: String,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    held: Arc<Mutex<Vec<std::net::TcpStream>>>,
+}
+
+/// The mode (second parameter) of an XML-RPC call to `f`; -1 when unreadable.
+fn call_mode(body: &str) -> i64 {
+    let re =
+        regex::Regex::new(r"(?s)<param>.*?</param>\s*<param>\s*<value>\s*<(?:int|i4)>\s*(-?\d+)").unwrap();
+    re.captures(body).and_then(|c| c[1].parse().ok()).unwrap_or(-1)
+}
+
+/// Reads one request; its body, or None if the connection ended first.
+fn read_call(conn: &mut std::net::TcpStream) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = std::io::Read::read(conn, &mut chunk).ok().filter(|&n| n > 0)?;
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let length: usize =
+        head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok())?;
+    while buf.len() < head_end + length {
+        let n = std::io::Read::read(conn, &mut chunk).ok().filter(|&n| n > 0)?;
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Some(String::from_utf8_lossy(&buf[head_end..head_end + length]).into_owned())
+}
+
+/// The head and the start of a file answer of `len` bytes, sent as base64.
+fn file_head(len: u64) -> Vec<u8> {
+    let mut out =
+        format!("HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {len}\r\n\r\n").into_bytes();
+    out.extend_from_slice(b"<?xml version=\"1.0\"?><methodResponse><params><param><value><base64>");
+    out
+}
+
+impl Fake {
+    /// Starts a fake answering every request with `script(mode, own URL)`.
+    pub fn start(script: impl Fn(i64, &str) -> Reply + Send + Sync + 'static) -> Fake {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fake");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(script);
+        let (own, stopped, keep) = (url.clone(), stop.clone(), held.clone());
+        listener.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let (script, own, stopped, keep) =
+                    (script.clone(), own.clone(), stopped.clone(), keep.clone());
+                std::thread::spawn(move || Fake::serve(conn, &*script, &own, &stopped, &keep));
+            }
+        });
+        Fake { url, stop, held }
+    }
+
+    /// Answers the requests of one connection.
+    fn serve(
+        mut conn: std::net::TcpStream,
+        script: &(dyn Fn(i64, &str) -> Reply + Send + Sync),
+        own: &str,
+        stop: &std::sync::atomic::AtomicBool,
+        held: &Mutex<Vec<std::net::TcpStream>>,
+    ) {
+        let _ = conn.set_nonblocking(false);
+        let _ = conn.set_read_timeout(Some(RUN_DEADLINE));
+        let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
+        while let Some(body) = read_call(&mut conn) {
+            match script(call_mode(&body), own) {
+                Reply::Value(value) => {
+                    let xml = format!(
+                        "<?xml version=\"1.0\"?><methodResponse><params><param><value>{value}\
+                         </value></param></params></methodResponse>"
+                    );
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n",
+                        xml.len()
+                    );
+                    if conn.write_all(format!("{head}{xml}").as_bytes()).is_err() {
+                        return;
+                    }
+                }
+                Reply::Silent => return held.lock().unwrap().push(conn),
+                Reply::Stall(len) => {
+                    let mut bytes = file_head(len);
+                    bytes.extend(b"QUJD".repeat(1024));
+                    let _ = conn.write_all(&bytes);
+                    return held.lock().unwrap().push(conn);
+                }
+                Reply::Trickle(len) => {
+                    let _ = conn.write_all(&file_head(len));
+                    let kib = b"QUJD".repeat(256);
+                    while !stop.load(Ordering::Relaxed) && conn.write_all(&kib).is_ok() {
+                        std::thread::sleep(Duration::from_millis(10)); // the pace is the point
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.held.lock().unwrap().clear();
+    }
+}
+
+/// XML-RPC value: an array of strings (names or URLs, no escapes needed).
+pub fn xml_strings(items: &[&str]) -> String {
+    let values: String = items.iter().map(|s| format!("<value><string>{s}</string></value>")).collect();
+    format!("<array><data>{values}</data></array>")
+}
+
+/// XML-RPC value: a mode-1 listing `[[names]]`.
+pub fn xml_listing(names: &[&str]) -> String {
+    format!("<array><data><value>{}</value></data></array>", xml_strings(names))
 }

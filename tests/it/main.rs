@@ -4,8 +4,12 @@
 //! - `cli`: the command line, settings, exit statuses, what a node says and answers.
 //! - `interop`: Rust and Python nodes and clients in every direction, content byte-exact.
 //! - `hostile`: hostile peers, hostile requests and faults.
+//! - `person`: what a person sees: progress on a terminal, plain diagnosis, `list`, help.
+//! - `shell`: the serving node with a prompt, piped and on a pseudo-terminal.
 
 mod cli;
 mod common;
 mod hostile;
 mod interop;
+mod person;
+mod shell;
