@@ -142,7 +142,13 @@ fn run(cli: Cli, settings: Settings) -> Result<bool> {
             return serve(Caller::new(&password, settings), &host, port, &peers, shell);
         }
         Cli::Client { password, url, pattern, list } => {
-            return client(&Caller::new(&password, settings), &url, &pattern, list);
+            return client(
+                &Caller::new(&password, settings),
+                &url,
+                &pattern,
+                list,
+                &Report::new(&settings, !list),
+            );
         }
     }
     Ok(true)
@@ -230,6 +236,16 @@ fn printable(text: &str) -> String {
     let escape =
         |c: char| if matches!(c, '"' | '\'' | '\\') { c.to_string() } else { c.escape_debug().to_string() };
     text.chars().map(escape).collect()
+}
+
+/// An I/O error in words, without the `(os error N)` a person has no use for.
+fn words(e: &io::Error) -> String {
+    e.to_string().split(" (os error").next().unwrap_or_default().to_string()
+}
+
+/// `n` things, in the singular for one: `1 file`, `2 files`.
+fn plural(n: usize, thing: &str) -> String {
+    format!("{n} {thing}{}", if n == 1 { "" } else { "s" })
 }
 
 /// A name as every line shows it: quoted, and escaped as `printable` escapes.
@@ -996,8 +1012,8 @@ struct Node {
     surveys: Mutex<HashMap<[u64; 5], Survey>>,
     /// Calls to other nodes: the join, and probes when the peer list is full.
     caller: Caller,
-    /// The shell's request log; `None`: log lines go to stderr.
-    log: Option<Mutex<VecDeque<String>>>,
+    /// The shell's request log, once its prompt is up; `None`: log lines go to stderr.
+    log: Mutex<Option<VecDeque<String>>>,
 }
 
 /// A peer list in arrival order, with a set for fast membership.
@@ -1068,7 +1084,7 @@ fn serve(caller: Caller, host: &str, port: u16, peers: &[String], shell: bool) -
     raise_fd_limit();
     let listener = Arc::new(listen(host, port, caller.settings.timeout)?);
     let url = format!("http://{host}:{}", listener.local_addr().context("no local address")?.port());
-    let node = Arc::new(Node::new(caller, url, peers, shell)?);
+    let node = Arc::new(Node::new(caller, url, peers)?);
     let (names, left_out) = scan(&node.base).context("cannot list this folder")?;
     Pool::start(&node, listener)?;
     let (joined, join_done) = mpsc::channel();
@@ -1082,10 +1098,14 @@ fn serve(caller: Caller, host: &str, port: u16, peers: &[String], shell: bool) -
     let left_out: Vec<String> = left_out.iter().map(|(why, n)| format!("{why}: {n}")).collect();
     let left_out =
         if left_out.is_empty() { String::new() } else { format!(" (left out: {})", left_out.join(", ")) };
-    let folder = fs::canonicalize(&node.base).unwrap_or_default();
-    let files = if names.len() == 1 { "1 file".to_string() } else { format!("{} files", names.len()) };
-    say_err(format_args!("sharing {files} from {}{left_out}", printable(&folder.to_string_lossy())));
-    if host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified()) {
+    let folder =
+        fs::canonicalize(&node.base).map_or("a folder deleted".into(), |f| printable(&f.to_string_lossy()));
+    let (quiet, nowhere) =
+        (node.caller.settings.quiet, host.parse().is_ok_and(|ip: std::net::IpAddr| ip.is_unspecified()));
+    if !quiet {
+        say_err(format_args!("sharing {} from {folder}{left_out}", plural(names.len(), "file")));
+    }
+    if nowhere {
         say_err(format_args!(
             "tinyp2p: warning: other nodes will be told {}, which they cannot reach: start the node \
              with the address they will use",
@@ -1093,7 +1113,12 @@ fn serve(caller: Caller, host: &str, port: u16, peers: &[String], shell: bool) -
         ));
     }
     say_err(format_args!("listening on {}", node.url));
-    say_err(format_args!("to fetch from here: tinyp2p - client {} PATTERN (TINYP2P_PASSWORD set)", node.url));
+    if !quiet && !nowhere {
+        say_err(format_args!(
+            "to fetch from here: tinyp2p - client {} PATTERN (TINYP2P_PASSWORD set)",
+            node.url
+        ));
+    }
     if shell {
         return run_shell(&node);
     }
@@ -1104,7 +1129,7 @@ fn serve(caller: Caller, host: &str, port: u16, peers: &[String], shell: bool) -
 
 impl Node {
     /// A node known as `url`, sharing the current folder, its list holding `peers` and itself.
-    fn new(caller: Caller, url: String, peers: &[String], shell: bool) -> Result<Node> {
+    fn new(caller: Caller, url: String, peers: &[String]) -> Result<Node> {
         let folder = File::open(".").context("cannot open this folder")?;
         let base = PathBuf::from(format!("/proc/self/fd/{}", folder.as_raw_fd()));
         fs::metadata(&base).context("cannot reach this folder through /proc")?;
@@ -1120,18 +1145,23 @@ impl Node {
             answers: Mutex::default(),
             surveys: Mutex::default(),
             caller,
-            log: shell.then(Mutex::default),
+            log: Mutex::default(),
         })
     }
 
-    /// Logs a line: on stderr, or into the shell's log, so it cannot garble the prompt.
+    /// Logs a line: on stderr (only warnings when quiet), or into the shell's log, so that
+    /// it cannot garble the prompt.
     fn note(&self, line: String) {
-        let Some(log) = &self.log else { return say_err(format_args!("{line}")) };
-        let mut log = lock(log);
-        if log.len() == LOG_LINES {
-            log.pop_front();
+        match lock(&self.log).as_mut() {
+            Some(log) => {
+                if log.len() == LOG_LINES {
+                    log.pop_front();
+                }
+                log.push_back(line);
+            }
+            None if self.caller.settings.quiet && !line.starts_with("tinyp2p: ") => {}
+            None => say_err(format_args!("{line}")),
         }
-        log.push_back(line);
     }
 
     /// The one method: `f(token, mode, arg)`, as the original answers it.
@@ -1196,7 +1226,7 @@ impl Node {
     /// Mode 2: the named file, opened in the folder and surveyed, if it is served.
     fn open(&self, arg: &Value) -> Result<(File, Survey), String> {
         let name = arg.as_str().ok_or("mode 2 takes a file name")?;
-        let refused = || format!("no such file: {name:?}");
+        let refused = || "no such file".to_string();
         let target = servable(&self.base, name).ok_or_else(refused)?;
         // Not through a link swapped in since the check, nor blocking on a FIFO.
         let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK;
@@ -1206,7 +1236,7 @@ impl Node {
         if !meta.is_file() {
             return Err(refused());
         }
-        let plan = self.survey(&mut file, &meta).map_err(|e| format!("cannot read {name:?}: {e}"))?;
+        let plan = self.survey(&mut file, &meta).map_err(|e| format!("cannot read it: {}", words(&e)))?;
         Ok((file, plan))
     }
 
@@ -1272,7 +1302,7 @@ fn handle(node: &Node, mut request: Request) {
             (status, why.clone(), request.respond(Response::from_string(why).with_status_code(status)))
         }
     };
-    let failed = sent.err().map(|e| format!(": sending failed: {e}")).unwrap_or_default();
+    let failed = sent.err().map(|e| format!(": sending failed: {}", words(&e))).unwrap_or_default();
     node.note(format!("{line} {status} - {}{failed}", printable(&note)));
 }
 
@@ -1899,8 +1929,7 @@ impl Caller {
             let inner = e.into_inner().and_then(|inner| inner.downcast::<ureq::Error>().ok());
             return self.plain(url, *inner.expect("checked above"));
         }
-        let os = e.to_string();
-        let words = os.split(" (os error").next().unwrap_or_default();
+        let words = words(&e);
         match e.kind() {
             ConnectionRefused => anyhow!("node {url} is unreachable (connection refused)"),
             TimedOut | WouldBlock => {
@@ -1940,7 +1969,10 @@ impl Caller {
             if let Ok(answer) = self.call(other, 0, Value::Array(vec![]))
                 && answer != Value::Bool(false)
             {
-                report.line(true, format!("tinyp2p: note: the node at {url} goes by {other}; using that"));
+                if !report.quiet {
+                    report
+                        .line(true, format!("tinyp2p: note: the node at {url} goes by {other}; using that"));
+                }
                 return self.peer_list(other, &answer, report);
             }
         }
@@ -1980,7 +2012,7 @@ impl Caller {
 
     /// Downloads `name` from `url` into a new unnamed file, streaming the common case.
     fn download(&self, url: &str, name: &str, report: &Report) -> Result<(Part, u64)> {
-        let mut part = Part::create().map_err(|e| anyhow!("cannot create a file here: {e}"))?;
+        let mut part = Part::create().map_err(|e| anyhow!("cannot create a file here: {}", words(&e)))?;
         let request = call_xml(&token(&self.password, node_base(url)), 2, Value::from(name));
         let answer = self.send(url, &request, false)?;
         let size = answer.headers().get("content-length").and_then(|v| v.to_str().ok()?.parse().ok());
@@ -2077,7 +2109,7 @@ struct Meter<'a, R> {
 
 impl<R: Read> Read for Meter<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if INTERRUPTED.load(Relaxed) {
+        if self.report.interrupted() {
             return Err(io::Error::other("interrupted"));
         }
         let n = self.answer.read(buf)?;
@@ -2106,6 +2138,8 @@ impl<R> Drop for Meter<'_, R> {
 
 /// What a client run did, and its live status on a terminal.
 struct Report {
+    /// Set when Ctrl-C interrupted the run (in the shell): it stops at its next read, unheard.
+    interrupted: AtomicBool,
     /// What happened so far.
     counts: Mutex<Counts>,
     /// When the run began.
@@ -2136,19 +2170,38 @@ fn style(template: &str) -> ProgressStyle {
 }
 
 impl Report {
-    /// A report with no live status off a terminal or when quiet.
-    fn new(settings: &Settings) -> Report {
-        let live = (!settings.quiet && io::stderr().is_terminal()).then(|| {
+    /// A report, with a live status if `live` and on a terminal and not quiet.
+    fn new(settings: &Settings, live: bool) -> Report {
+        let live = (live && !settings.quiet && io::stderr().is_terminal()).then(|| {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(5));
             let totals = ProgressBar::no_length()
                 .with_style(style("{prefix} {binary_bytes} received at {binary_bytes_per_sec}"));
             (multi.clone(), multi.add(totals))
         });
-        Report { counts: Mutex::default(), started: Instant::now(), quiet: settings.quiet, live }
+        let (started, quiet) = (Instant::now(), settings.quiet);
+        Report { interrupted: AtomicBool::new(false), counts: Mutex::default(), started, quiet, live }
+    }
+
+    /// Whether Ctrl-C interrupted the run.
+    fn interrupted(&self) -> bool {
+        self.interrupted.load(Relaxed)
+    }
+
+    /// Interrupts the run: clears its live status for good, and silences it.
+    fn interrupt(&self) -> anyhow::Error {
+        self.interrupted.store(true, Relaxed);
+        if let Some((multi, _)) = &self.live {
+            let _ = multi.clear();
+            multi.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        anyhow!("interrupted")
     }
 
     /// Prints a whole line above the live status: on stdout, or with `err` on stderr.
     fn line(&self, err: bool, text: String) {
+        if self.interrupted() {
+            return;
+        }
         let print = || if err { say_err(format_args!("{text}")) } else { say(format_args!("{text}")) };
         match &self.live {
             Some((multi, _)) => multi.suspend(print),
@@ -2217,20 +2270,19 @@ struct Job {
 
 /// The client: every file the pattern searches, or with `list` what the network offers,
 /// from every node that `url` knows; true if nothing failed.
-fn client(caller: &Caller, url: &str, pattern: &str, list: bool) -> Result<bool> {
+fn client(caller: &Caller, url: &str, pattern: &str, list: bool, report: &Report) -> Result<bool> {
     let regex = compile_regex(pattern).map_err(|e| anyhow!(e))?;
-    let report = Report::new(&caller.settings);
-    let peers = caller.entry_peers(url, &report)?;
+    let peers = caller.entry_peers(url, report)?;
     let listings = parallel(&peers, CLIENT_WORKERS, |peer| caller.listing(peer, pattern));
-    let offers = gather(&peers, listings, &regex, &report);
+    let offers = gather(&peers, listings, &regex, report);
     if list {
-        return Ok(show(&peers, &offers, &report));
+        return Ok(show(&peers, &offers, report));
     }
     clean_stale_parts();
     ignore_file_size_signal();
-    let jobs = plan(offers, &report);
+    let jobs = plan(offers, report);
     report.count(|c| c.to_fetch = jobs.len());
-    parallel(&jobs, CLIENT_WORKERS, |job| fetch(caller, &peers, job, &report));
+    parallel(&jobs, CLIENT_WORKERS, |job| fetch(caller, &peers, job, report));
     Ok(report.finish(peers.len()))
 }
 
@@ -2296,7 +2348,7 @@ fn show(peers: &[String], offers: &BTreeMap<String, Vec<usize>>, report: &Report
     };
     if !report.quiet {
         let dead = if unreachable > 0 { format!(", {unreachable} did not answer") } else { String::new() };
-        say(format_args!("{} names on {} nodes{dead}", offers.len(), peers.len()));
+        say(format_args!("{} on {}{dead}", plural(offers.len(), "name"), plural(peers.len(), "node")));
     }
     unreachable == 0 && failed == 0
 }
@@ -2304,7 +2356,7 @@ fn show(peers: &[String], offers: &BTreeMap<String, Vec<usize>>, report: &Report
 /// Fetches one file from the first of its peers that delivers it.
 fn fetch(caller: &Caller, peers: &[String], job: &Job, report: &Report) {
     for &p in &job.peers {
-        if INTERRUPTED.load(Relaxed) {
+        if report.interrupted() {
             return;
         }
         let url = &peers[p];
@@ -2357,27 +2409,32 @@ log             the latest requests this node answered
 help            these lines
 exit, quit      stop the node (so does the end of input)";
 
-/// Set while the shell runs `ls` or `fetch`: Ctrl-C then interrupts it, not the program.
-static BUSY: AtomicBool = AtomicBool::new(false);
-/// Set by Ctrl-C during such a command: downloads stop at their next read.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// Set while the shell reads a terminal: Ctrl-C then interrupts a command, never the program.
+static PROMPT: AtomicBool = AtomicBool::new(false);
+/// Set by Ctrl-C on the shell's terminal since its last prompt.
+static CTRL_C: AtomicBool = AtomicBool::new(false);
 
 /// The textbook's interface to a serving node: commands until `exit` or the end of input,
 /// with a prompt and line editing on a terminal; true if every command succeeded.
 fn run_shell(node: &Node) -> Result<bool> {
+    *lock(&node.log) = Some(VecDeque::new());
     let mut editor = if io::stdin().is_terminal() { Some(rustyline::DefaultEditor::new()?) } else { None };
+    PROMPT.store(editor.is_some(), Relaxed);
     let mut lines = io::stdin().lock().lines();
     let mut ok = true;
     loop {
         let line = match &mut editor {
-            Some(editor) => match editor.readline("tinyp2p> ") {
-                Ok(line) => {
-                    let _ = editor.add_history_entry(line.as_str());
-                    line
+            Some(editor) => {
+                CTRL_C.store(false, Relaxed); // a Ctrl-C from here on is for the command typed
+                match editor.readline("tinyp2p> ") {
+                    Ok(line) => {
+                        let _ = editor.add_history_entry(line.as_str());
+                        line
+                    }
+                    Err(rustyline::error::ReadlineError::Interrupted) => continue,
+                    Err(_) => break,
                 }
-                Err(rustyline::error::ReadlineError::Interrupted) => continue,
-                Err(_) => break,
-            },
+            }
             None => match lines.next() {
                 Some(Ok(line)) => line,
                 _ => break,
@@ -2399,10 +2456,7 @@ fn run_shell(node: &Node) -> Result<bool> {
                 true
             }
             ("log", _) => {
-                node.log
-                    .iter()
-                    .flat_map(|log| lock(log).clone())
-                    .for_each(|line| say(format_args!("{line}")));
+                lock(&node.log).iter().flatten().for_each(|line| say(format_args!("{line}")));
                 true
             }
             ("fetch", "") => {
@@ -2410,11 +2464,22 @@ fn run_shell(node: &Node) -> Result<bool> {
                 false
             }
             ("ls" | "fetch", pattern) => {
-                INTERRUPTED.store(false, Relaxed);
-                BUSY.store(true, Relaxed);
-                let done = client(&node.caller, &node.url, pattern, command == "ls");
-                BUSY.store(false, Relaxed);
-                done.unwrap_or_else(|e| {
+                // On a thread of its own, so that Ctrl-C gives the prompt back at once, even
+                // while a node sends nothing; the run stops at its next read, unheard.
+                let list = command == "ls";
+                let report = Arc::new(Report::new(&node.caller.settings, !list));
+                let (caller, url, pattern, run) =
+                    (node.caller.clone(), node.url.clone(), pattern.to_string(), report.clone());
+                let (done, outcome) = mpsc::channel();
+                std::thread::spawn(move || done.send(client(&caller, &url, &pattern, list, &run)));
+                let outcome = loop {
+                    match outcome.recv_timeout(POOL_TICK) {
+                        Ok(outcome) => break outcome,
+                        Err(_) if CTRL_C.load(Relaxed) => break Err(report.interrupt()),
+                        Err(_) => {}
+                    }
+                };
+                outcome.unwrap_or_else(|e| {
                     say_err(format_args!("tinyp2p: {}", printable(&format!("{e:#}"))));
                     false
                 })
@@ -2521,7 +2586,8 @@ impl Part {
             // no hard links here (FAT, some network file systems) or no /proc: copy
             Err(_) => self.copy_to(name),
         };
-        published.map_err(|e| io::Error::new(e.kind(), format!("cannot give the file its name: {e}")))
+        published
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot give the file its name: {}", words(&e))))
     }
 
     /// Copies the file into a new file `name`, unless that exists; removes it on failure.
@@ -2599,14 +2665,15 @@ fn watch_signals() {
             if unsafe { libc::sigwait(&set, &mut signal) } != 0 {
                 continue;
             }
-            if signal == libc::SIGINT && BUSY.load(Relaxed) {
-                INTERRUPTED.store(true, Relaxed);
+            if signal == libc::SIGINT && PROMPT.load(Relaxed) {
+                CTRL_C.store(true, Relaxed);
                 continue;
             }
             for path in lock(&PARTS).drain(..) {
                 let _ = fs::remove_file(path);
             }
-            std::process::exit(128 + signal);
+            // SAFETY: ends the process at once; every line printed was written whole already.
+            unsafe { libc::_exit(128 + signal) };
         }
     });
 }
