@@ -1095,35 +1095,36 @@ fn serve(caller: Caller, host: &str, port: u16, peers: &[String], shell: bool) -
     });
     // Serving already; the join goes on in the background, and most joins are done by now.
     let _ = join_done.recv_timeout(JOIN_GRACE);
-    let left_out: Vec<String> = left_out.iter().map(|(why, n)| format!("{why}: {n}")).collect();
-    let left_out =
-        if left_out.is_empty() { String::new() } else { format!(" (left out: {})", left_out.join(", ")) };
-    let folder =
-        fs::canonicalize(&node.base).map_or("a folder deleted".into(), |f| printable(&f.to_string_lossy()));
-    let (quiet, nowhere) =
-        (node.caller.settings.quiet, host.parse().is_ok_and(|ip: std::net::IpAddr| ip.is_unspecified()));
-    if !quiet {
-        say_err(format_args!("sharing {} from {folder}{left_out}", plural(names.len(), "file")));
-    }
-    if nowhere {
-        say_err(format_args!(
-            "tinyp2p: warning: other nodes will be told {}, which they cannot reach: start the node \
-             with the address they will use",
-            node.url
-        ));
-    }
-    say_err(format_args!("listening on {}", node.url));
-    if !quiet && !nowhere {
-        say_err(format_args!(
-            "to fetch from here: tinyp2p - client {} PATTERN (TINYP2P_PASSWORD set)",
-            node.url
-        ));
-    }
+    say_hello(&node, host, names.len(), &left_out);
     if shell {
         return run_shell(&node);
     }
     loop {
         std::thread::park(); // the workers serve; a signal ends the program
+    }
+}
+
+/// The start lines: what the node shares and leaves out, where it listens, how to fetch from it.
+fn say_hello(node: &Node, host: &str, files: usize, left_out: &BTreeMap<&str, usize>) {
+    let left_out: Vec<String> = left_out.iter().map(|(why, n)| format!("{why}: {n}")).collect();
+    let left_out =
+        if left_out.is_empty() { String::new() } else { format!(" (left out: {})", left_out.join(", ")) };
+    let folder =
+        fs::canonicalize(&node.base).map_or("a folder deleted".into(), |f| printable(&f.to_string_lossy()));
+    let (quiet, url) = (node.caller.settings.quiet, &node.url);
+    let nowhere = host.parse().is_ok_and(|ip: std::net::IpAddr| ip.is_unspecified());
+    if !quiet {
+        say_err(format_args!("sharing {} from {folder}{left_out}", plural(files, "file")));
+    }
+    if nowhere {
+        say_err(format_args!(
+            "tinyp2p: warning: other nodes will be told {url}, which they cannot reach: start the node \
+             with the address they will use"
+        ));
+    }
+    say_err(format_args!("listening on {url}"));
+    if !quiet && !nowhere {
+        say_err(format_args!("to fetch from here: tinyp2p - client {url} PATTERN (TINYP2P_PASSWORD set)"));
     }
 }
 
@@ -1296,10 +1297,10 @@ fn handle(node: &Node, mut request: Request) {
         }
         Ok(Answer::Xml(xml, note)) => {
             let header = Header::from_bytes(&b"Content-Type"[..], &b"text/xml"[..]).expect("a valid header");
-            (200, note, request.respond(Response::from_data(xml.to_vec()).with_header(header)))
+            (200, note, send(request, Response::from_data(xml.to_vec()).with_header(header)))
         }
         Err((status, why)) => {
-            (status, why.clone(), request.respond(Response::from_string(why).with_status_code(status)))
+            (status, why.clone(), send(request, Response::from_string(why).with_status_code(status)))
         }
     };
     let failed = sent.err().map(|e| format!(": sending failed: {}", words(&e))).unwrap_or_default();
@@ -1440,12 +1441,15 @@ fn servable(base: &Path, name: &str) -> Option<String> {
 // 4. Pool race: connections arriving in a burst could wait with no tiny_http thread to
 //    read them until another connection closed (measured: 4 of 8 parallel downloads timed
 //    out). Each connection of our own gives its pool a thread that takes them up: every
-//    POOL_TICK while busy, repeated until one is taken up at once. (The client also opens
-//    its connections one by one; see `parallel`.)
+//    POOL_TICK while busy (repeated until one is taken up at once), twice a timeout and at
+//    least every second while idle. (The client also opens its connections one by one;
+//    see `parallel`.)
 // 5. Unread bodies: dropping a request whose body was not read makes tiny_http read the
 //    rest into one zeroed buffer of the size the client declared; a terabyte aborted the
 //    node. `Allocator` maps such blocks lazily and unaccounted, so only what a read
-//    touches costs memory, and the connection is drained and closed like any other.
+//    touches costs memory, and the connection is drained and closed like any other. A
+//    declared size past what can be mapped at all (MAPPABLE) is answered and its
+//    connection kept, unread, until the node stops (see `send`).
 // 6. Its accept loop ends for good on an error (EMFILE, out of descriptors) or a panic
 //    (its `try_clone().unwrap()`), and the node then stopped. The pool notices (an error
 //    from `recv`, or connections left in the listen queue for a second), logs one line,
@@ -1474,6 +1478,9 @@ const SPARE_FDS: usize = 16;
 const SEND_BUFFER: usize = 256 * 1024;
 /// Blocks at least this large are mapped by `Allocator` itself (see 5).
 const HUGE_BLOCK: usize = 1 << 30;
+/// Largest unread body whose drain buffer can surely be mapped: 32 TiB of 128 TiB of
+/// address space (see 5).
+const MAPPABLE: u64 = 1 << 45;
 /// A worker's mark while it waits for a request, and once it has left.
 const IDLE: u64 = 0;
 const GONE: u64 = u64::MAX;
@@ -1677,6 +1684,16 @@ fn listen_queue(listener: &TcpListener) -> u32 {
         );
         if rc == 0 { info.tcpi_unacked } else { 0 }
     }
+}
+
+/// Sends an answer held in memory. Dropping a request whose unread body is declared past
+/// MAPPABLE would abort the node (5): such a connection is answered and kept, unread.
+fn send(request: Request, response: Response<Cursor<Vec<u8>>>) -> io::Result<()> {
+    if request.body_length().is_some_and(|n| n as u64 > MAPPABLE) {
+        std::mem::forget(request.upgrade("close", response));
+        return Ok(());
+    }
+    request.respond(response)
 }
 
 /// Streams a file's content as an XML-RPC answer of exactly the length its survey gave, with
