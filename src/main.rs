@@ -1582,7 +1582,7 @@ impl Pool {
 
     /// How long since the last request came.
     fn idle_for(&self) -> Duration {
-        Duration::from_millis(self.now() - self.last.load(Relaxed))
+        Duration::from_millis(self.now().saturating_sub(self.last.load(Relaxed)))
     }
 
     /// Every POOL_TICK: keeps MIN_WORKERS free, nudges tiny_http's pool, watches the accept
@@ -1630,7 +1630,9 @@ impl Pool {
         workers.retain(|mark| mark.load(Relaxed) != GONE);
         let held = workers
             .iter()
-            .filter(|m| matches!(m.load(Relaxed), since if since != IDLE && now - since >= stuck))
+            .filter(
+                |m| matches!(m.load(Relaxed), since if since != IDLE && now.saturating_sub(since) >= stuck),
+            )
             .count();
         (held, workers.len() - held)
     }
@@ -1895,6 +1897,8 @@ impl Caller {
             .timeout_connect(timeout)
             .timeout_per_read(timeout)
             .timeout_per_write(timeout)
+            // an answer's head must come in time: the speed floor counts only its body
+            .timeout_recv_response(Some(settings.speed_time + settings.timeout))
             .max_idle_connections_per_host(CLIENT_WORKERS)
             .build();
         let deadline = settings.timeout * ANSWER_DEADLINE_TIMEOUTS;

@@ -68,9 +68,14 @@ pub fn token(password: &str, url: &str) -> String {
     mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The path of the tinyp2p binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tinyp2p")
+}
+
 /// The tinyp2p binary under test.
 pub fn tinyp2p() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tinyp2p"))
+    Command::new(bin())
 }
 
 /// Python 3 running one of the scripts in tests/; fails loudly when python3 is missing.
@@ -146,6 +151,11 @@ impl Node {
     /// The node's port.
     pub fn port(&self) -> u16 {
         self.url.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Kills the node now (as a crash would).
@@ -325,11 +335,6 @@ pub fn terminal(dir: &Path, envs: &[(&str, &str)], keys: &[Key], program: &[&str
         screen: std::fs::read_to_string(&screen_file).unwrap_or_default(),
         driver: run.stderr,
     }
-}
-
-/// The path of the tinyp2p binary under test.
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_tinyp2p")
 }
 
 // ---------------------------------------------------------------------------------------

@@ -43,15 +43,18 @@ const RSS_LIMIT_KB: u64 = 100 * 1024;
 // The fake peer
 // ---------------------------------------------------------------------------------------
 
-/// One call the fake peer received: the mode (-1 when unreadable) and the third param's text.
+/// One call the fake peer received: the mode (-1 when unreadable), the third param's text,
+/// the request target (`/RPC2`) and when the request had been read.
 #[derive(Clone, Debug)]
-struct Ask {
-    mode: i64,
-    arg: String,
+pub(crate) struct Ask {
+    pub(crate) mode: i64,
+    pub(crate) arg: String,
+    pub(crate) target: String,
+    pub(crate) at: Instant,
 }
 
 /// What the fake does with one connection once it has read the request.
-enum Reply {
+pub(crate) enum Reply {
     /// Writes these bytes and closes the connection.
     Close(Vec<u8>),
     /// Writes these bytes and keeps the connection open until the fake is dropped.
@@ -60,14 +63,16 @@ enum Reply {
     Endless(Vec<u8>, Vec<u8>),
     /// Writes the first bytes, then one space every 100 ms, never idle long enough to time out.
     Trickle(Vec<u8>),
+    /// Writes the bytes `chunk` at a time, one chunk every `every`, then closes.
+    Paced { bytes: Vec<u8>, chunk: usize, every: Duration },
 }
 
 /// A script: the answer to one call, given the call and the fake's own URL.
 type Script = dyn Fn(&Ask, &str) -> Reply + Send + Sync;
 
 /// A scripted XML-RPC responder on 127.0.0.1, one thread per connection; stops on drop.
-struct Fake {
-    url: String,
+pub(crate) struct Fake {
+    pub(crate) url: String,
     addr: SocketAddr,
     asked: Arc<Mutex<Vec<Ask>>>,
     held: Arc<Mutex<Vec<TcpStream>>>,
@@ -77,7 +82,7 @@ struct Fake {
 
 impl Fake {
     /// Starts a fake peer answering every call with `script`.
-    fn start(script: impl Fn(&Ask, &str) -> Reply + Send + Sync + 'static) -> Fake {
+    pub(crate) fn start(script: impl Fn(&Ask, &str) -> Reply + Send + Sync + 'static) -> Fake {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake peer");
         let addr = listener.local_addr().unwrap();
         let url = format!("http://{addr}");
@@ -103,7 +108,7 @@ impl Fake {
     }
 
     /// A fake that lists itself in mode 0 and answers modes 1 and 2 with `script`.
-    fn peer(script: impl Fn(&Ask) -> Reply + Send + Sync + 'static) -> Fake {
+    pub(crate) fn peer(script: impl Fn(&Ask) -> Reply + Send + Sync + 'static) -> Fake {
         Fake::start(move |ask, url| match ask.mode {
             0 => ok(&strings([url])),
             _ => script(ask),
@@ -111,12 +116,12 @@ impl Fake {
     }
 
     /// Every call received so far.
-    fn asked(&self) -> Vec<Ask> {
+    pub(crate) fn asked(&self) -> Vec<Ask> {
         self.asked.lock().unwrap().clone()
     }
 
     /// The names asked for with mode 2, in order.
-    fn fetched(&self) -> Vec<String> {
+    pub(crate) fn fetched(&self) -> Vec<String> {
         self.asked().into_iter().filter(|a| a.mode == 2).map(|a| a.arg).collect()
     }
 }
@@ -142,8 +147,8 @@ fn serve(
 ) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
     let _ = conn.set_write_timeout(Some(Duration::from_secs(20)));
-    let Some(body) = read_request(&mut conn) else { return };
-    let ask = parse_call(&body);
+    let Some((target, body)) = read_request(&mut conn) else { return };
+    let ask = Ask { target, at: Instant::now(), ..parse_call(&body) };
     asked.lock().unwrap().push(ask.clone());
     match script(&ask, url) {
         Reply::Close(bytes) => {
@@ -166,11 +171,22 @@ fn serve(
                 std::thread::sleep(Duration::from_millis(100)); // the pace is the test
             }
         }
+        Reply::Paced { bytes, chunk, every } => {
+            for piece in bytes.chunks(chunk) {
+                if conn.write_all(piece).is_err() {
+                    return;
+                }
+                std::thread::sleep(every); // the pace is the test
+            }
+            let _ = conn.shutdown(Shutdown::Write);
+            let _ = conn.read_to_end(&mut Vec::new());
+        }
     }
 }
 
-/// The body of one HTTP request (head, then Content-Length bytes); None if it never came.
-fn read_request(conn: &mut TcpStream) -> Option<String> {
+/// The target and body of one HTTP request (head, then Content-Length bytes); None if it
+/// never came.
+fn read_request(conn: &mut TcpStream) -> Option<(String, String)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     let head_end = loop {
@@ -196,7 +212,9 @@ fn read_request(conn: &mut TcpStream) -> Option<String> {
         }
         buf.extend_from_slice(&chunk[..n]);
     }
-    Some(String::from_utf8_lossy(&buf[head_end..head_end + length]).into_owned())
+    let line = String::from_utf8_lossy(&buf[..head_end]).lines().next().unwrap_or_default().to_string();
+    let target = line.split(' ').nth(1).unwrap_or_default().to_string();
+    Some((target, String::from_utf8_lossy(&buf[head_end..head_end + length]).into_owned()))
 }
 
 /// The mode and the third param's text of an XML-RPC call.
@@ -218,7 +236,7 @@ fn parse_call(body: &str) -> Ask {
         }
     }
     let mode = params.get(1).and_then(|m| m.trim().parse().ok()).unwrap_or(-1);
-    Ask { mode, arg: params.get(2).cloned().unwrap_or_default() }
+    Ask { mode, arg: params.get(2).cloned().unwrap_or_default(), target: String::new(), at: Instant::now() }
 }
 
 /// XML text with `&`, `<`, `>` and every control character escaped.
@@ -237,7 +255,7 @@ fn esc(s: &str) -> String {
 }
 
 /// A complete HTTP response with a Content-Length.
-fn http(status: &str, body: &[u8]) -> Vec<u8> {
+pub(crate) fn http(status: &str, body: &[u8]) -> Vec<u8> {
     let mut out = format!(
         "HTTP/1.1 {status}\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -255,19 +273,19 @@ fn http_unframed(body: &[u8]) -> Vec<u8> {
 }
 
 /// A methodResponse holding one value (`value` is the XML inside `<value>`).
-fn response(value: &str) -> String {
+pub(crate) fn response(value: &str) -> String {
     format!(
         "<?xml version=\"1.0\"?>\n<methodResponse><params><param><value>{value}</value></param></params></methodResponse>\n"
     )
 }
 
 /// A 200 answer holding one value.
-fn ok(value: &str) -> Reply {
+pub(crate) fn ok(value: &str) -> Reply {
     Reply::Close(http("200 OK", response(value).as_bytes()))
 }
 
 /// A 200 answer holding an XML-RPC fault.
-fn fault(message: &str) -> Reply {
+pub(crate) fn fault(message: &str) -> Reply {
     let body = format!(
         "<?xml version=\"1.0\"?>\n<methodResponse><fault><value><struct><member><name>faultCode</name><value><int>1</int></value></member><member><name>faultString</name><value><string>{}</string></value></member></struct></value></fault></methodResponse>\n",
         esc(message)
@@ -276,12 +294,12 @@ fn fault(message: &str) -> Reply {
 }
 
 /// A string value.
-fn text(s: &str) -> String {
+pub(crate) fn text(s: &str) -> String {
     format!("<string>{}</string>", esc(s))
 }
 
 /// An array of strings.
-fn strings<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> String {
+pub(crate) fn strings<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> String {
     let mut out = String::from("<array><data>");
     for item in items {
         out.push_str("<value>");
@@ -293,12 +311,12 @@ fn strings<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> String {
 }
 
 /// A mode-1 answer: a one-element array holding the array of names.
-fn listing<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> String {
+pub(crate) fn listing<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> String {
     format!("<array><data><value>{}</value></data></array>", strings(names))
 }
 
 /// The first `keep` bytes of `bytes`.
-fn cut(mut bytes: Vec<u8>, keep: usize) -> Vec<u8> {
+pub(crate) fn cut(mut bytes: Vec<u8>, keep: usize) -> Vec<u8> {
     bytes.truncate(keep);
     bytes
 }
@@ -316,7 +334,7 @@ fn spawn_client(dir: &Path, url: &str, pattern: &str) -> Child {
 }
 
 /// Waits for a spawned process within common::RUN_DEADLINE, killing it if it hangs.
-fn finish(child: Child) -> Run {
+pub(crate) fn finish(child: Child) -> Run {
     let pid = child.id();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -344,13 +362,13 @@ fn client(dir: &Path, url: &str, pattern: &str) -> (Run, Duration) {
 }
 
 /// At most the first 3000 characters, for failure messages.
-fn short(s: &str) -> String {
+pub(crate) fn short(s: &str) -> String {
     s.chars().take(3000).collect()
 }
 
 /// The client failed the way the contract says: exit 1, a `tinyp2p: ` line naming `url`,
 /// no panic.
-fn assert_failed_naming(run: &Run, url: &str) {
+pub(crate) fn assert_failed_naming(run: &Run, url: &str) {
     let stderr = short(&run.stderr);
     assert_eq!(run.status.code(), Some(1), "exit status; stderr: {stderr}");
     assert!(run.stderr.contains(url), "stderr does not name {url}: {stderr}");
@@ -403,7 +421,7 @@ const ANSWER_DEADLINE: Duration = Duration::from_secs(20);
 
 /// Runs `f` on a thread and waits at most ANSWER_DEADLINE for it, so that a node that
 /// stops answering fails the test instead of hanging it.
-fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+pub(crate) fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(f());
@@ -416,7 +434,7 @@ fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static)
 }
 
 /// common::call within ANSWER_DEADLINE.
-fn rpc(url: &str, token: &str, mode: i32, arg: Value) -> Result<Value, String> {
+pub(crate) fn rpc(url: &str, token: &str, mode: i32, arg: Value) -> Result<Value, String> {
     let (url, token) = (url.to_string(), token.to_string());
     within(&format!("a mode-{mode} call"), move || common::call(&url, &token, mode, arg))
 }
@@ -429,7 +447,7 @@ fn peers(node: &Node) -> Vec<String> {
 }
 
 /// A URL on loopback where nothing listens.
-fn dead_url() -> String {
+pub(crate) fn dead_url() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     format!("http://{}", listener.local_addr().unwrap())
 }
@@ -444,7 +462,7 @@ fn download_size(pid: u32, dir: &Path) -> Option<u64> {
 }
 
 /// Deterministic bytes that are not UTF-8 text (so they travel as base64).
-fn binary(len: usize) -> Vec<u8> {
+pub(crate) fn binary(len: usize) -> Vec<u8> {
     let mut x: u32 = 0x1234_5678;
     (0..len)
         .map(|_| {
@@ -1020,7 +1038,7 @@ fn pid_in(dir: &Path) -> Option<u32> {
 }
 
 /// An XML-RPC call of f; `mode` and `arg` are the XML inside their `<value>`.
-fn call_xml(token: &str, mode: &str, arg: &str) -> String {
+pub(crate) fn call_xml(token: &str, mode: &str, arg: &str) -> String {
     format!(
         "<?xml version=\"1.0\"?>\n<methodCall><methodName>f</methodName><params>\
          <param><value>{}</value></param><param><value>{mode}</value></param>\
@@ -1554,7 +1572,7 @@ mod faults {
             // ignored so a write past it fails with EFBIG, as on a full disk.
             let mut cmd = Command::new("sh");
             cmd.args(["-c", "trap '' XFSZ; ulimit -f 64; exec \"$0\" \"$@\""])
-                .arg(env!("CARGO_BIN_EXE_tinyp2p"))
+                .arg(common::bin())
                 .args([PW, "client", &node.url, ""])
                 .current_dir(dir.path())
                 .env("TINYP2P_TIMEOUT", TIMEOUT);

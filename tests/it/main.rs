@@ -6,6 +6,8 @@
 //! - `hostile`: hostile peers, hostile requests and faults.
 //! - `person`: what a person sees: progress on a terminal, plain diagnosis, `list`, help.
 //! - `shell`: the serving node with a prompt, piped and on a pseudo-terminal.
+//! - `trust`: the promises of the README under attack and faults: redirects, trickles, part
+//!   files, names on a terminal, swapped folders, floods, stalls, joins.
 
 mod cli;
 mod common;
@@ -13,3 +15,4 @@ mod hostile;
 mod interop;
 mod person;
 mod shell;
+mod trust;
