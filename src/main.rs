@@ -2429,24 +2429,7 @@ fn run_shell(node: &Node) -> Result<bool> {
     PROMPT.store(editor.is_some(), Relaxed);
     let mut lines = io::stdin().lock().lines();
     let mut ok = true;
-    loop {
-        let line = match &mut editor {
-            Some(editor) => {
-                CTRL_C.store(false, Relaxed); // a Ctrl-C from here on is for the command typed
-                match editor.readline("tinyp2p> ") {
-                    Ok(line) => {
-                        let _ = editor.add_history_entry(line.as_str());
-                        line
-                    }
-                    Err(rustyline::error::ReadlineError::Interrupted) => continue,
-                    Err(_) => break,
-                }
-            }
-            None => match lines.next() {
-                Some(Ok(line)) => line,
-                _ => break,
-            },
-        };
+    while let Some(line) = read_command(&mut editor, &mut lines) {
         let line = line.trim();
         let (command, arg) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
         ok &= match (command, arg.trim()) {
@@ -2470,27 +2453,7 @@ fn run_shell(node: &Node) -> Result<bool> {
                 say_err(format_args!("tinyp2p: fetch takes a PATTERN ('.' fetches everything)"));
                 false
             }
-            ("ls" | "fetch", pattern) => {
-                // On a thread of its own, so that Ctrl-C gives the prompt back at once, even
-                // while a node sends nothing; the run stops at its next read, unheard.
-                let list = command == "ls";
-                let report = Arc::new(Report::new(&node.caller.settings, !list));
-                let (caller, url, pattern, run) =
-                    (node.caller.clone(), node.url.clone(), pattern.to_string(), report.clone());
-                let (done, outcome) = mpsc::channel();
-                std::thread::spawn(move || done.send(client(&caller, &url, &pattern, list, &run)));
-                let outcome = loop {
-                    match outcome.recv_timeout(POOL_TICK) {
-                        Ok(outcome) => break outcome,
-                        Err(_) if CTRL_C.load(Relaxed) => break Err(report.interrupt()),
-                        Err(_) => {}
-                    }
-                };
-                outcome.unwrap_or_else(|e| {
-                    say_err(format_args!("tinyp2p: {}", printable(&format!("{e:#}"))));
-                    false
-                })
-            }
+            ("ls" | "fetch", pattern) => look_or_fetch(node, pattern, command == "ls"),
             (other, _) => {
                 say_err(format_args!("tinyp2p: unknown command {other:?}; help lists the commands"));
                 false
@@ -2498,6 +2461,48 @@ fn run_shell(node: &Node) -> Result<bool> {
         };
     }
     Ok(ok)
+}
+
+/// The next command line: at the prompt on a terminal (Ctrl-C there gives a new prompt),
+/// else the next line of input; `None` at the end of input.
+fn read_command(
+    editor: &mut Option<rustyline::DefaultEditor>,
+    lines: &mut impl Iterator<Item = io::Result<String>>,
+) -> Option<String> {
+    let Some(editor) = editor else { return lines.next()?.ok() };
+    loop {
+        CTRL_C.store(false, Relaxed); // a Ctrl-C from here on is for the command typed
+        match editor.readline("tinyp2p> ") {
+            Ok(line) => {
+                let _ = editor.add_history_entry(line.as_str());
+                return Some(line);
+            }
+            Err(rustyline::error::ReadlineError::Interrupted) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// `ls` or `fetch`: the client's run over this node's network, on a thread of its own, so
+/// that Ctrl-C gives the prompt back at once, even while a node sends nothing (the run
+/// then stops at its next read, unheard); true if it went well.
+fn look_or_fetch(node: &Node, pattern: &str, list: bool) -> bool {
+    let report = Arc::new(Report::new(&node.caller.settings, !list));
+    let (caller, url, pattern, run) =
+        (node.caller.clone(), node.url.clone(), pattern.to_string(), report.clone());
+    let (done, outcome) = mpsc::channel();
+    std::thread::spawn(move || done.send(client(&caller, &url, &pattern, list, &run)));
+    let outcome = loop {
+        match outcome.recv_timeout(POOL_TICK) {
+            Ok(outcome) => break outcome,
+            Err(_) if CTRL_C.load(Relaxed) => break Err(report.interrupt()),
+            Err(_) => {}
+        }
+    };
+    outcome.unwrap_or_else(|e| {
+        say_err(format_args!("tinyp2p: {}", printable(&format!("{e:#}"))));
+        false
+    })
 }
 
 // ================================================================ files and signals
