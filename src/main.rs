@@ -14,7 +14,8 @@ use std::mem::ManuallyDrop;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::io::{AsRawFd, FromRawFd};
-use std::path::{Path, PathBuf};
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
@@ -121,7 +122,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    std::panic::set_hook(Box::new(|panic| say_err(format_args!("tinyp2p: internal error: {panic}"))));
+    std::panic::set_hook(Box::new(|panic| {
+        // tiny_http's own threads can give up (its accept loop on EMFILE, say): the pool
+        // notices and serves again (see "tiny_http's price"); anything else is a bug here
+        let what = printable(panic.payload_as_str().unwrap_or("a panic"));
+        match panic.location().filter(|at| at.file().contains("tiny_http")) {
+            Some(_) => say_err(format_args!("tinyp2p: a tiny_http thread stopped: {what}")),
+            None => say_err(format_args!("tinyp2p: internal error: {}", printable(&panic.to_string()))),
+        }
+    }));
     watch_signals();
     match run(cli, settings) {
         Ok(true) => ExitCode::SUCCESS,
@@ -173,7 +182,8 @@ fn parse_cli(args: Vec<OsString>) -> Result<(Cli, Settings), UsageError> {
             let port = args[3]
                 .parse()
                 .map_err(|_| usage(&format!("PORT must be a number from 0 to 65535, not {:?}", args[3])))?;
-            let peers = args[4..].to_vec();
+            // a path typed after a peer's address is not part of its URL
+            let peers: Vec<String> = args[4..].iter().map(|peer| node_base(peer).to_string()).collect();
             if let Some(bad) = peers.iter().find(|p| !valid_peer_url(p)) {
                 return Err(usage(&format!("peer {bad:?} is not a URL like http://host:port")));
             }
@@ -182,7 +192,7 @@ fn parse_cli(args: Vec<OsString>) -> Result<(Cli, Settings), UsageError> {
         }
         (_, Some("client"), 4) | (_, Some("list"), 3 | 4) => {
             let url = args[2].clone();
-            if !valid_peer_url(&url) {
+            if !valid_peer_url(node_base(&url)) {
                 return Err(usage(&format!("URL {url:?} is not a node URL like http://host:port")));
             }
             let pattern = args.get(3).cloned().unwrap_or_default();
@@ -665,7 +675,7 @@ impl<R: Read> Encoder<R> {
             return if ended { Ok(false) } else { Err(changed()) };
         }
         let text = self.plan.encoding == Encoding::Text;
-        let step = (if text { CHUNK } else { B64_CHUNK }).min(self.raw_left as usize);
+        let step = buffer_for(self.raw_left, if text { CHUNK } else { B64_CHUNK });
         if read_up_to(&mut self.src, step, &mut self.raw)? < step {
             return Err(changed());
         }
@@ -992,16 +1002,13 @@ const SETTLE: Duration = Duration::from_secs(2);
 /// Request log lines the shell keeps for its `log` command.
 const LOG_LINES: usize = 200;
 
-/// A serving node: its URL (the token is bound to it), shared folder and peer list.
+/// A serving node: its URL (the token is bound to it), peer list and caches. Its folder is
+/// the process's current folder, which the node never changes: every name is looked up
+/// relative to it, a reference to the folder itself rather than its path, so a folder
+/// deleted or swapped under a running node is never followed to another.
 struct Node {
     /// The URL the node was started as: the one its token is bound to.
     url: String,
-    /// The network's password.
-    password: Vec<u8>,
-    /// The shared folder, opened once at start: a folder swapped in under the node is never read.
-    _folder: File,
-    /// `/proc/self/fd/N` of the folder: a path that always leads into the folder opened.
-    base: PathBuf,
     /// Known peers, this node among them.
     peers: Mutex<Peers>,
     /// The folder's servable names, with the folder's mtime they were read at.
@@ -1082,10 +1089,16 @@ fn answer(value: Value, note: String) -> Answer {
 /// Serves this folder as `http://HOST:PORT`, joined through `peers`; with `shell`, a prompt too.
 fn serve(caller: Caller, host: &str, port: u16, peers: &[String], shell: bool) -> Result<bool> {
     raise_fd_limit();
-    let listener = Arc::new(listen(host, port, caller.settings.timeout)?);
-    let url = format!("http://{host}:{}", listener.local_addr().context("no local address")?.port());
-    let node = Arc::new(Node::new(caller, url, peers)?);
-    let (names, left_out) = scan(&node.base).context("cannot list this folder")?;
+    let listener = Arc::new(listen(host.trim_matches(['[', ']']), port, caller.settings.timeout)?);
+    let port = listener.local_addr().context("no local address")?.port();
+    // an IPv6 address goes in brackets in a URL: `::1` is `http://[::1]:PORT`
+    let url = if host.contains(':') && !host.starts_with('[') {
+        format!("http://[{host}]:{port}")
+    } else {
+        format!("http://{host}:{port}")
+    };
+    let node = Arc::new(Node::new(caller, url, peers));
+    let (names, left_out) = scan().context("cannot list this folder")?;
     Pool::start(&node, listener)?;
     let (joined, join_done) = mpsc::channel();
     let joiner = node.clone();
@@ -1109,8 +1122,7 @@ fn say_hello(node: &Node, host: &str, files: usize, left_out: &BTreeMap<&str, us
     let left_out: Vec<String> = left_out.iter().map(|(why, n)| format!("{why}: {n}")).collect();
     let left_out =
         if left_out.is_empty() { String::new() } else { format!(" (left out: {})", left_out.join(", ")) };
-    let folder =
-        fs::canonicalize(&node.base).map_or("a folder deleted".into(), |f| printable(&f.to_string_lossy()));
+    let folder = fs::canonicalize(".").map_or("a folder deleted".into(), |f| printable(&f.to_string_lossy()));
     let (quiet, url) = (node.caller.settings.quiet, &node.url);
     let nowhere = host.parse().is_ok_and(|ip: std::net::IpAddr| ip.is_unspecified());
     if !quiet {
@@ -1130,24 +1142,18 @@ fn say_hello(node: &Node, host: &str, files: usize, left_out: &BTreeMap<&str, us
 
 impl Node {
     /// A node known as `url`, sharing the current folder, its list holding `peers` and itself.
-    fn new(caller: Caller, url: String, peers: &[String]) -> Result<Node> {
-        let folder = File::open(".").context("cannot open this folder")?;
-        let base = PathBuf::from(format!("/proc/self/fd/{}", folder.as_raw_fd()));
-        fs::metadata(&base).context("cannot reach this folder through /proc")?;
+    fn new(caller: Caller, url: String, peers: &[String]) -> Node {
         let mut list = Peers::default();
         list.merge(peers.iter().map(String::as_str).chain([url.as_str()]));
-        Ok(Node {
-            password: caller.password.clone(),
+        Node {
             url,
-            _folder: folder,
-            base,
             peers: Mutex::new(list),
             listing: Mutex::default(),
             answers: Mutex::default(),
             surveys: Mutex::default(),
             caller,
             log: Mutex::default(),
-        })
+        }
     }
 
     /// Logs a line: on stderr (only warnings when quiet), or into the shell's log, so that
@@ -1171,7 +1177,7 @@ impl Node {
             return Err(format!("f takes 3 arguments ({} given)", params.len()));
         };
         let token = token.as_str().ok_or("the token must be a string")?;
-        if !token_ok(&self.password, &self.url, token) {
+        if !token_ok(&self.caller.password, &self.url, token) {
             return Ok(answer(Value::Bool(false), "wrong token".into()));
         }
         match mode.as_i64().ok_or("the mode must be an integer")? {
@@ -1196,7 +1202,7 @@ impl Node {
         }
         let mut peers = lock(&self.peers);
         peers.merge(urls);
-        Ok(answer(peers.to_value(), format!("{} peers", peers.list.len())))
+        Ok(answer(peers.to_value(), plural(peers.list.len(), "peer")))
     }
 
     /// Mode 1: `[[names]]`, the servable names the regex searches; written once per
@@ -1208,7 +1214,7 @@ impl Node {
         if let Some((xml, n)) =
             answers.by_pattern.get(pattern).filter(|_| Arc::ptr_eq(&answers.listing, &names))
         {
-            return Ok(Answer::Xml(xml.clone(), format!("{n} names")));
+            return Ok(Answer::Xml(xml.clone(), plural(*n, "name")));
         }
         drop(answers);
         let regex = compile_regex(pattern)?;
@@ -1221,18 +1227,18 @@ impl Node {
             *answers = Answers { listing: names, by_pattern: HashMap::new() };
         }
         answers.by_pattern.insert(pattern.to_string(), (xml.clone(), n));
-        Ok(Answer::Xml(xml, format!("{n} names")))
+        Ok(Answer::Xml(xml, plural(n, "name")))
     }
 
     /// Mode 2: the named file, opened in the folder and surveyed, if it is served.
     fn open(&self, arg: &Value) -> Result<(File, Survey), String> {
         let name = arg.as_str().ok_or("mode 2 takes a file name")?;
         let refused = || "no such file".to_string();
-        let target = servable(&self.base, name).ok_or_else(refused)?;
+        let target = servable(name).ok_or_else(refused)?;
         // Not through a link swapped in since the check, nor blocking on a FIFO.
         let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK;
         let options = OpenOptions::new().read(true).custom_flags(flags).clone();
-        let mut file = options.open(self.base.join(target)).map_err(|_| refused())?;
+        let mut file = options.open(target).map_err(|_| refused())?;
         let meta = file.metadata().map_err(|_| refused())?;
         if !meta.is_file() {
             return Err(refused());
@@ -1263,7 +1269,7 @@ impl Node {
 
     /// The folder's servable names, sorted; scanned again only when the folder changed.
     fn names(&self) -> io::Result<Arc<Vec<String>>> {
-        let folder = fs::metadata(&self.base)?;
+        let folder = fs::metadata(".")?;
         if folder.nlink() == 0 {
             return Err(io::Error::other("it was deleted"));
         }
@@ -1274,7 +1280,7 @@ impl Node {
         {
             return Ok(names.clone());
         }
-        let names = Arc::new(scan(&self.base)?.0);
+        let names = Arc::new(scan()?.0);
         *cache = settled(stamp).then(|| (stamp, names.clone()));
         Ok(names)
     }
@@ -1380,14 +1386,14 @@ fn glob_as_regex(pattern: &str) -> Option<String> {
 }
 
 /// The servable names of a folder, sorted, and how many entries were left out, by reason.
-fn scan(base: &Path) -> io::Result<(Vec<String>, BTreeMap<&'static str, usize>)> {
+fn scan() -> io::Result<(Vec<String>, BTreeMap<&'static str, usize>)> {
     let (mut names, mut left_out) = (Vec::new(), BTreeMap::new());
-    for entry in fs::read_dir(base)?.flatten() {
+    for entry in fs::read_dir(".")?.flatten() {
         let Ok(kind) = entry.file_type() else { continue };
         let why = match entry.file_name().into_string().ok().filter(|n| plain_name(n)) {
             Some(name) if is_part(&name) => continue, // a client's unfinished download
             // the directory's own file types spare a system call per regular file
-            Some(name) if kind.is_file() || (kind.is_symlink() && servable(base, &name).is_some()) => {
+            Some(name) if kind.is_file() || (kind.is_symlink() && servable(&name).is_some()) => {
                 names.push(name);
                 continue;
             }
@@ -1405,18 +1411,18 @@ fn scan(base: &Path) -> io::Result<(Vec<String>, BTreeMap<&'static str, usize>)>
 /// The name in the folder to open for `name`, if it is served: a regular file directly in
 /// the folder, or a link that resolves to one, relative to the folder opened. Client
 /// temporary files are never served.
-fn servable(base: &Path, name: &str) -> Option<String> {
+fn servable(name: &str) -> Option<String> {
     if !plain_name(name) || is_part(name) {
         return None;
     }
-    let kind = fs::symlink_metadata(base.join(name)).ok()?.file_type();
+    let kind = fs::symlink_metadata(name).ok()?.file_type();
     if kind.is_file() {
         return Some(name.to_string());
     }
-    let real = fs::canonicalize(base.join(name)).ok().filter(|_| kind.is_symlink())?;
+    let real = fs::canonicalize(name).ok().filter(|_| kind.is_symlink())?;
     let target = real.file_name()?.to_str()?.to_string();
-    // canonicalize(base) is where the folder opened is now; gone (deleted) means refused
-    let inside = real.parent() == Some(fs::canonicalize(base).ok()?.as_path()) && !is_part(&target);
+    // canonicalize(".") is where the folder is now; gone (deleted) means refused
+    let inside = real.parent() == Some(fs::canonicalize(".").ok()?.as_path()) && !is_part(&target);
     (inside && fs::metadata(&real).ok()?.is_file()).then_some(target)
 }
 
@@ -1431,9 +1437,10 @@ fn servable(base: &Path, name: &str) -> Option<String> {
 // 2. No socket timeouts: a client that stalled mid-request, or never read its answer, held
 //    a thread for good, and 500 idle connections ran a node out of descriptors. The
 //    listener sets read and write timeouts, also passed on. They bound the listener's own
-//    accept() too: the pool connects to the node at least twice a timeout (see 4), and an
-//    accept that times out anyway is one more restart (see 6).
-// 3. Workers: tiny_http hands each request to whichever thread calls `recv`. A few hot
+//    accept() too: the pool connects to the node at least twice a timeout (item 4), and an
+//    accept that times out anyway is one more restart (item 6).
+// 3. Workers: tiny_http reads each connection on a thread of its own (and holds two
+//    descriptors for it), then hands each request to whichever thread calls `recv`. A few hot
 //    threads answer fastest (measured: 4 serve about twice the requests per second of
 //    64), but a stalled client holds one until its timeout, so the pool keeps MIN_WORKERS
 //    free: it adds workers while requests hold them longer than WORKER_STUCK, doubling
@@ -1441,15 +1448,17 @@ fn servable(base: &Path, name: &str) -> Option<String> {
 // 4. Pool race: connections arriving in a burst could wait with no tiny_http thread to
 //    read them until another connection closed (measured: 4 of 8 parallel downloads timed
 //    out). Each connection of our own gives its pool a thread that takes them up: every
-//    POOL_TICK while busy (repeated until one is taken up at once), twice a timeout and at
-//    least every second while idle. (The client also opens its connections one by one;
-//    see `parallel`.)
+//    POOL_TICK while busy (repeated until one is taken up at once), and while idle twice a
+//    timeout (item 2) and at least every second, so a race while idle lasts a second at most.
+//    The client opens its connections to a node one by one for the same reason (`parallel`).
 // 5. Unread bodies: dropping a request whose body was not read makes tiny_http read the
-//    rest into one zeroed buffer of the size the client declared; a terabyte aborted the
-//    node. `Allocator` maps such blocks lazily and unaccounted, so only what a read
-//    touches costs memory, and the connection is drained and closed like any other. A
-//    declared size past what can be mapped at all (MAPPABLE) is answered and its
-//    connection kept, unread, until the node stops (see `send`).
+//    rest into one zeroed buffer of the size the client declared: a terabyte aborted the
+//    node, and holding those buffers while clients trickle would run out of address space.
+//    `Allocator` maps such blocks lazily and unaccounted, and `send` shuts the connection's
+//    reading side first, so the drain ends at once. A size past MAPPABLE cannot be mapped
+//    at all: that request is kept and its connection closed; one thread of tiny_http's
+//    waits for it until the node stops. (Upstream tiny_http#290 drains through a fixed
+//    buffer; with it all of this goes.)
 // 6. Its accept loop ends for good on an error (EMFILE, out of descriptors) or a panic
 //    (its `try_clone().unwrap()`), and the node then stopped. The pool notices (an error
 //    from `recv`, or connections left in the listen queue for a second), logs one line,
@@ -1466,26 +1475,28 @@ const POOL_TICK: Duration = Duration::from_millis(20);
 const MIN_WORKERS: usize = 4;
 /// Most workers: stalled clients beyond this many do hold up the others.
 const MAX_WORKERS: usize = 1024;
-/// Most connections the pool makes to itself in one tick (4).
+/// Most connections the pool makes to itself in one tick (item 4).
 const NUDGES: usize = 64;
 /// How long one request holds a worker before the pool counts the worker as held.
 const WORKER_STUCK: Duration = Duration::from_millis(50);
 /// How long connections may wait in the listen queue before the accept loop counts as gone.
 const ACCEPT_STALL: Duration = Duration::from_secs(1);
-/// Descriptors that must be free before a new tiny_http server starts (see 6).
+/// Descriptors that must be free before a new tiny_http server starts (item 6).
 const SPARE_FDS: usize = 16;
+/// Longest wait before `parallel` starts its next worker (item 4).
+const WORKER_STAGGER: Duration = Duration::from_millis(20);
 /// Largest single write of a content answer to its socket.
 const SEND_BUFFER: usize = 256 * 1024;
-/// Blocks at least this large are mapped by `Allocator` itself (see 5).
+/// Blocks at least this large are mapped by `Allocator` itself (item 5).
 const HUGE_BLOCK: usize = 1 << 30;
 /// Largest unread body whose drain buffer can surely be mapped: 32 TiB of 128 TiB of
-/// address space (see 5).
+/// address space (item 5).
 const MAPPABLE: u64 = 1 << 45;
 /// A worker's mark while it waits for a request, and once it has left.
 const IDLE: u64 = 0;
 const GONE: u64 = u64::MAX;
 
-/// A listener whose connections inherit TCP_NODELAY and the read and write timeouts (1, 2).
+/// A listener whose connections inherit TCP_NODELAY and the read and write timeouts (items 1, 2).
 fn listen(host: &str, port: u16, timeout: Duration) -> Result<TcpListener> {
     let listener =
         TcpListener::bind((host, port)).with_context(|| format!("cannot listen on {host}:{port}"))?;
@@ -1496,7 +1507,7 @@ fn listen(host: &str, port: u16, timeout: Duration) -> Result<TcpListener> {
     Ok(listener)
 }
 
-/// The workers of one tiny_http server (3, 4 and 6).
+/// The workers of one tiny_http server (items 3, 4 and 6).
 struct Pool {
     /// The server whose requests these workers answer.
     server: tiny_http::Server,
@@ -1561,12 +1572,14 @@ impl Pool {
                 Ok(Some(request)) => {
                     self.last.store(self.now(), Relaxed);
                     mark.store(self.now(), Relaxed);
-                    handle(&self.node, request);
+                    // a bug in one answer costs that answer (the hook prints it), not the worker
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| handle(&self.node, request)));
                     mark.store(IDLE, Relaxed);
                 }
-                // its idle connections have timed out by now (2): none can bring a request
+                // its idle connections have timed out by now (item 2): none can bring a request
                 Ok(None)
-                    if self.retired.load(Relaxed) && self.idle_for() > self.node.caller.settings.timeout =>
+                    if self.retired.load(Relaxed)
+                        && self.idle_for() > 2 * self.node.caller.settings.timeout =>
                 {
                     break;
                 }
@@ -1602,8 +1615,9 @@ impl Pool {
             }
             if free < MIN_WORKERS {
                 self.add(held.max(MIN_WORKERS));
-            } else if free > 2 * MIN_WORKERS {
-                self.surplus.store(free - MIN_WORKERS, Relaxed);
+            } else {
+                let extra = if free > 2 * MIN_WORKERS { free - MIN_WORKERS } else { 0 };
+                self.surplus.store(extra, Relaxed);
             }
             queued = if listen_queue(&self.listener) > 0 { queued + POOL_TICK } else { Duration::ZERO };
             if queued >= ACCEPT_STALL {
@@ -1642,7 +1656,7 @@ impl Pool {
         if self.retired.swap(true, Relaxed) {
             return;
         }
-        // an accept that timed out is routine (2); anything else is worth a line
+        // an accept that timed out is routine (item 2); anything else is worth a line
         if why.as_ref().is_none_or(|e| e.kind() != io::ErrorKind::WouldBlock) {
             let why = why.map_or("connections were left waiting".into(), |e| e.to_string());
             self.node.note(format!("tinyp2p: stopped accepting connections ({why}); serving again"));
@@ -1663,7 +1677,7 @@ impl Pool {
 }
 
 /// Connects to this node and half-closes; true if tiny_http took the connection up (and
-/// closed it) within POOL_TICK, false if it sits queued behind others (4).
+/// closed it) within POOL_TICK, false if it sits queued behind others (item 4).
 fn nudge(addr: &SocketAddr) -> bool {
     let Ok(mut stream) = TcpStream::connect_timeout(addr, POOL_TICK) else { return true };
     let _ = stream.shutdown(std::net::Shutdown::Write);
@@ -1671,7 +1685,8 @@ fn nudge(addr: &SocketAddr) -> bool {
     matches!(stream.read(&mut [0u8; 1]), Ok(0))
 }
 
-/// Connections waiting in the listen queue, not yet accepted (6).
+/// Connections waiting in the listen queue, not yet accepted (item 6): on a listening
+/// socket, Linux reports the accept queue's length in `tcpi_unacked`.
 fn listen_queue(listener: &TcpListener) -> u32 {
     // SAFETY: the kernel fills at most `len` bytes of a tcp_info for a valid socket.
     unsafe {
@@ -1688,18 +1703,41 @@ fn listen_queue(listener: &TcpListener) -> u32 {
     }
 }
 
-/// Sends an answer held in memory. Dropping a request whose unread body is declared past
-/// MAPPABLE would abort the node (5): such a connection is answered and kept, unread.
+/// Sends an answer held in memory. When a request's body was left unread, tiny_http drains
+/// the rest into one buffer of the declared size once the request is dropped (item 5): the
+/// connection's reading side is shut first, so that drain ends at once. A size past
+/// MAPPABLE cannot be mapped even lazily, and dropping would abort: that request is kept,
+/// its connection answered and closed (its tiny_http thread then waits for good).
 fn send(request: Request, response: Response<Cursor<Vec<u8>>>) -> io::Result<()> {
-    if request.body_length().is_some_and(|n| n as u64 > MAPPABLE) {
-        std::mem::forget(request.upgrade("close", response));
-        return Ok(());
+    let Some(declared) = request.body_length().filter(|&n| n as u64 > MAX_REQUEST_BYTES) else {
+        return request.respond(response);
+    };
+    let peer = request.remote_addr().copied();
+    if declared as u64 <= MAPPABLE {
+        sockets_to(peer).iter().for_each(|socket| drop(socket.shutdown(std::net::Shutdown::Read)));
+        return request.respond(response);
     }
-    request.respond(response)
+    std::mem::forget(request.upgrade("close", response));
+    for socket in sockets_to(peer) {
+        // SAFETY: the request holding this descriptor was forgotten and is never used again.
+        unsafe { libc::close(socket.as_raw_fd()) };
+    }
+    Ok(())
+}
+
+/// This process's descriptors of its connection with `peer` (tiny_http holds two), found
+/// through /proc and borrowed, never closed on drop.
+fn sockets_to(peer: Option<SocketAddr>) -> Vec<ManuallyDrop<TcpStream>> {
+    let fds = fs::read_dir("/proc/self/fd").into_iter().flatten().flatten();
+    let fds = fds.filter_map(|fd| fd.file_name().to_str()?.parse().ok());
+    // SAFETY: each descriptor is only borrowed to ask for its peer (a non-socket just fails),
+    // and ManuallyDrop never closes it.
+    let sockets = fds.map(|fd| ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(fd) }));
+    sockets.filter(|socket| peer.is_some() && socket.peer_addr().ok() == peer).collect()
 }
 
 /// Streams a file's content as an XML-RPC answer of exactly the length its survey gave, with
-/// its own HTTP head and writes of up to SEND_BUFFER: a small file's whole answer is one write (7).
+/// its own HTTP head and writes of up to SEND_BUFFER: a small file's whole answer is one write (item 7).
 fn send_content(request: Request, file: File, plan: Survey) -> io::Result<()> {
     let (head, tail) = content_frame(plan.encoding);
     let len = head.len() as u64 + plan.encoded + tail.len() as u64;
@@ -1724,8 +1762,35 @@ fn send_content(request: Request, file: File, plan: Survey) -> io::Result<()> {
     sent.map(drop)
 }
 
+/// Runs `work` on every item with at most `workers` threads; results keep item order.
+/// Workers start one by one, each when the last finished its first item or after
+/// WORKER_STAGGER, since connections opened in a burst can stall in tiny_http (its pool race).
+fn parallel<T: Sync, R: Send>(items: &[T], workers: usize, work: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    let (next, results_ref, work) = (&next, &results, &work);
+    std::thread::scope(|scope| {
+        for _ in 0..workers.min(items.len()) {
+            let (item_done, first_done) = mpsc::channel();
+            scope.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    *lock(&results_ref[i]) = Some(work(item));
+                    let _ = item_done.send(());
+                }
+            });
+            let _ = first_done.recv_timeout(WORKER_STAGGER);
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| r.into_inner().unwrap_or_else(PoisonError::into_inner).expect("every item ran"))
+        .collect()
+}
+
 /// The global allocator: the system's, but blocks of HUGE_BLOCK or more are mapped with
-/// MAP_NORESERVE, lazily and unaccounted, so an unread body's drain cannot abort the node (5).
+/// MAP_NORESERVE, lazily and unaccounted, so an unread body's drain cannot abort the node (item 5).
 struct Allocator;
 
 #[global_allocator]
@@ -1808,7 +1873,10 @@ impl Node {
         let candidates: Vec<&String> =
             list.iter().rev().filter(|url| **url != self.url).take(MOST_PROBES).collect();
         for batch in candidates.chunks(PROBES) {
-            let dead = parallel(batch, PROBES, |url| prober.call(url, 0, Value::Array(vec![])).is_err());
+            // dead: no answer, or one that is no peer list (False from another network too)
+            let dead = parallel(batch, PROBES, |url| {
+                prober.call(url, 0, Value::Array(vec![])).and_then(|answer| strings(&answer, url)).is_err()
+            });
             let mut peers = lock(&self.peers);
             batch.iter().zip(dead).filter(|(_, dead)| *dead).for_each(|(url, _)| peers.remove(url));
             if peers.list.len() + n <= MAX_PEERS {
@@ -1826,8 +1894,6 @@ const MAX_ANSWER_BYTES: u64 = 16 << 20;
 const ANSWER_DEADLINE_TIMEOUTS: u32 = 6;
 /// Peers a client lists, and files it downloads, at once.
 const CLIENT_WORKERS: usize = 8;
-/// Longest wait before a client starts its next worker (see `parallel`).
-const WORKER_STAGGER: Duration = Duration::from_millis(20);
 /// Bytes a client writes to a file at once.
 const WRITE_BUFFER: usize = 256 * 1024;
 /// Downloads at least this large get a line of their own in the progress display.
@@ -1965,7 +2031,7 @@ impl Caller {
     }
 
     /// The peer list of the node a person named. Its token is taken over `http://HOST:PORT`
-    /// and, if the node refuses it, over other spellings of that address (3).
+    /// and, if the node refuses it, over other spellings of that address.
     fn entry_peers(&self, url: &str, report: &Report) -> Result<Vec<String>> {
         let answer = self.call(url, 0, Value::Array(vec![]))?;
         if answer != Value::Bool(false) {
@@ -2261,7 +2327,10 @@ impl Report {
             };
             let (secs, bytes) = (self.started.elapsed().as_secs_f64(), HumanBytes(c.bytes));
             let (f, s, e) = (c.fetched, c.skipped, c.failed);
-            say(format_args!("done: {f} fetched, {s} skipped, {e} failed{dead}; {bytes} in {secs:.2} s"));
+            self.line(
+                false,
+                format!("done: {f} fetched, {s} skipped, {e} failed{dead}; {bytes} in {secs:.2} s"),
+            );
         }
         c.failed == 0 && c.unreachable == 0
     }
@@ -2280,7 +2349,10 @@ struct Job {
 fn client(caller: &Caller, url: &str, pattern: &str, list: bool, report: &Report) -> Result<bool> {
     let regex = compile_regex(pattern).map_err(|e| anyhow!(e))?;
     let peers = caller.entry_peers(url, report)?;
-    let listings = parallel(&peers, CLIENT_WORKERS, |peer| caller.listing(peer, pattern));
+    let listings = parallel(&peers, CLIENT_WORKERS, |peer| match report.interrupted() {
+        true => Err(anyhow!("interrupted")),
+        false => caller.listing(peer, pattern),
+    });
     let offers = gather(&peers, listings, &regex, report);
     if list {
         return Ok(show(&peers, &offers, report));
@@ -2355,7 +2427,10 @@ fn show(peers: &[String], offers: &BTreeMap<String, Vec<usize>>, report: &Report
     };
     if !report.quiet {
         let dead = if unreachable > 0 { format!(", {unreachable} did not answer") } else { String::new() };
-        say(format_args!("{} on {}{dead}", plural(offers.len(), "name"), plural(peers.len(), "node")));
+        report.line(
+            false,
+            format!("{} on {}{dead}", plural(offers.len(), "name"), plural(peers.len(), "node")),
+        );
     }
     unreachable == 0 && failed == 0
 }
@@ -2373,36 +2448,18 @@ fn fetch(caller: &Caller, peers: &[String], job: &Job, report: &Report) {
         {
             Ok((true, size)) => return report.fetched(&job.name, size, url),
             Ok((false, _)) => return report.count(|c| c.skipped += 1),
+            Err(e) if Some(&p) != job.peers.last() => {
+                report.line(
+                    true,
+                    format!(
+                        "tinyp2p: {}; trying the next node",
+                        printable(&format!("cannot fetch {:?}: {e:#}", job.name))
+                    ),
+                );
+            }
             Err(e) => report.failed(false, format!("cannot fetch {:?}: {e:#}", job.name)),
         }
     }
-}
-
-/// Runs `work` on every item with at most `workers` threads; results keep item order.
-/// Workers start one by one, each when the last finished its first item or after
-/// WORKER_STAGGER, since connections opened in a burst can stall in tiny_http (its pool race).
-fn parallel<T: Sync, R: Send>(items: &[T], workers: usize, work: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let next = AtomicUsize::new(0);
-    let results: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
-    let (next, results_ref, work) = (&next, &results, &work);
-    std::thread::scope(|scope| {
-        for _ in 0..workers.min(items.len()) {
-            let (started, first_done) = mpsc::channel();
-            scope.spawn(move || {
-                loop {
-                    let i = next.fetch_add(1, Relaxed);
-                    let Some(item) = items.get(i) else { break };
-                    *lock(&results_ref[i]) = Some(work(item));
-                    let _ = started.send(());
-                }
-            });
-            let _ = first_done.recv_timeout(WORKER_STAGGER);
-        }
-    });
-    results
-        .into_iter()
-        .map(|r| r.into_inner().unwrap_or_else(PoisonError::into_inner).expect("every item ran"))
-        .collect()
 }
 
 // ================================================================ shell
@@ -2420,6 +2477,9 @@ exit, quit      stop the node (so does the end of input)";
 static PROMPT: AtomicBool = AtomicBool::new(false);
 /// Set by Ctrl-C on the shell's terminal since its last prompt.
 static CTRL_C: AtomicBool = AtomicBool::new(false);
+/// The shell's terminal as it was before line editing: a signal that ends the program
+/// restores it, or the person would be left typing blind.
+static TERMINAL: std::sync::OnceLock<libc::termios> = std::sync::OnceLock::new();
 
 /// The textbook's interface to a serving node: commands until `exit` or the end of input,
 /// with a prompt and line editing on a terminal; true if every command succeeded.
@@ -2427,7 +2487,13 @@ fn run_shell(node: &Node) -> Result<bool> {
     *lock(&node.log) = Some(VecDeque::new());
     let mut editor = if io::stdin().is_terminal() { Some(rustyline::DefaultEditor::new()?) } else { None };
     PROMPT.store(editor.is_some(), Relaxed);
-    let mut lines = io::stdin().lock().lines();
+    // SAFETY: tcgetattr fills a termios for standard input, a terminal here.
+    let mut terminal: libc::termios = unsafe { std::mem::zeroed() };
+    if editor.is_some() && unsafe { libc::tcgetattr(0, &mut terminal) } == 0 {
+        let _ = TERMINAL.set(terminal);
+    }
+    let mut lines =
+        io::stdin().lock().split(b'\n').map(|line| line.map(|l| String::from_utf8_lossy(&l).into_owned()));
     let mut ok = true;
     while let Some(line) = read_command(&mut editor, &mut lines) {
         let line = line.trim();
@@ -2538,11 +2604,13 @@ fn is_part(name: &str) -> bool {
     name.starts_with(PART_PREFIX) && name.ends_with(".part")
 }
 
-/// Whether `url` is a plausible peer URL: `http://` and no white space or control characters.
+/// Whether `url` is a node's URL: `http://HOST:PORT`, no path (one server could otherwise
+/// pass for any number of nodes), no white space or control characters.
 fn valid_peer_url(url: &str) -> bool {
     url.len() <= MAX_URL_LEN
         && url.len() > "http://".len()
         && url.starts_with("http://")
+        && node_base(url) == url
         && !url.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
@@ -2572,7 +2640,7 @@ impl Part {
         static COUNT: AtomicUsize = AtomicUsize::new(0);
         loop {
             let n = COUNT.fetch_add(1, Relaxed);
-            let path = PathBuf::from(format!("{PART_PREFIX}{}-{n}.part", std::process::id()));
+            let path = PathBuf::from(format!("{PART_PREFIX}{}-{}-{n}.part", host_name(), std::process::id()));
             let mut parts = lock(&PARTS); // held, so a signal cannot come between create and record
             match options.clone().create_new(true).open(&path) {
                 Ok(file) => {
@@ -2589,7 +2657,11 @@ impl Part {
     /// overwrites); true if it did.
     fn publish(mut self, name: &str) -> io::Result<bool> {
         let linked = match &self.path {
-            Some(path) => fs::hard_link(path, name),
+            // a rename is one step (FAT has no hard links); where it cannot refuse to replace, a link
+            Some(path) => rename_new(path, name).or_else(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => Err(e),
+                _ => fs::hard_link(path, name),
+            }),
             None => link_unnamed(&self.file, name),
         };
         let published = match linked {
@@ -2602,15 +2674,20 @@ impl Part {
             .map_err(|e| io::Error::new(e.kind(), format!("cannot give the file its name: {}", words(&e))))
     }
 
-    /// Copies the file into a new file `name`, unless that exists; removes it on failure.
-    /// Only for file systems without links: a client killed mid-copy leaves it partial.
+    /// Copies the file into a new file `name`, unless that exists; removes it on failure,
+    /// and (recorded as a part meanwhile) on Ctrl-C or SIGTERM. Only where neither links nor
+    /// renames that refuse to replace are to be had: a client killed outright leaves it partial.
     fn copy_to(&mut self, name: &str) -> io::Result<bool> {
+        let mut parts = lock(&PARTS);
         let mut target = match OpenOptions::new().write(true).create_new(true).open(name) {
             Ok(target) => target,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
             Err(e) => return Err(e),
         };
+        parts.push(PathBuf::from(name));
+        drop(parts);
         let copied = self.file.rewind().and_then(|()| io::copy(&mut self.file, &mut target));
+        lock(&PARTS).retain(|part| part.as_os_str() != name);
         if let Err(e) = copied {
             let _ = fs::remove_file(name);
             return Err(e);
@@ -2631,8 +2708,7 @@ impl Drop for Part {
 
 /// Links an O_TMPFILE file to `name`: the way open(2) documents, through /proc.
 fn link_unnamed(file: &File, name: &str) -> io::Result<()> {
-    let from = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
-    let to = CString::new(name)?;
+    let (from, to) = (CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?, CString::new(name)?);
     // SAFETY: both are valid NUL-terminated strings that outlive the call.
     let rc = unsafe {
         libc::linkat(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::AT_SYMLINK_FOLLOW)
@@ -2640,16 +2716,36 @@ fn link_unnamed(file: &File, name: &str) -> io::Result<()> {
     if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
-/// Removes the `.part` files here of client runs that no longer exist (killed outright on
-/// a file system without O_TMPFILE).
+/// Renames `from` to `to` unless `to` exists (RENAME_NOREPLACE).
+fn rename_new(from: &std::path::Path, to: &str) -> io::Result<()> {
+    let (from, to) = (CString::new(from.as_os_str().as_encoded_bytes())?, CString::new(to)?);
+    // SAFETY: both are valid NUL-terminated strings that outlive the call.
+    let flags = libc::RENAME_NOREPLACE;
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), flags) };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// This machine's name: part files carry it, since on a shared file system (NFS, SMB)
+/// another machine's process ids mean nothing here.
+fn host_name() -> String {
+    let name = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    name.trim().replace(['/', '-'], "_")
+}
+
+/// Removes the `.part` files here of this machine's client runs that no longer exist
+/// (killed outright, on a file system without O_TMPFILE).
 fn clean_stale_parts() {
     let Ok(entries) = fs::read_dir(".") else { return };
     for name in entries.flatten().filter_map(|entry| entry.file_name().into_string().ok()) {
-        let pid = name.strip_prefix(PART_PREFIX).and_then(|rest| rest.split('-').next()?.parse::<i32>().ok());
+        let owner = name.strip_prefix(PART_PREFIX).and_then(|rest| rest.strip_suffix(".part"));
+        let pid = owner.and_then(|owner| match owner.rsplitn(3, '-').collect::<Vec<_>>()[..] {
+            [_, pid, host] if host == host_name() => pid.parse::<i32>().ok().filter(|&pid| pid > 0),
+            _ => None,
+        });
         // SAFETY: kill with signal 0 only asks whether the process exists.
-        let gone = pid.is_some_and(|pid| pid > 0 && unsafe { libc::kill(pid, 0) } != 0)
+        let gone = pid.is_some_and(|pid| unsafe { libc::kill(pid, 0) } != 0)
             && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-        if is_part(&name) && gone {
+        if gone {
             let _ = fs::remove_file(&name);
         }
     }
@@ -2681,8 +2777,11 @@ fn watch_signals() {
                 CTRL_C.store(true, Relaxed);
                 continue;
             }
-            for path in lock(&PARTS).drain(..) {
-                let _ = fs::remove_file(path);
+            let parts = lock(&PARTS); // held to the end, so no new one comes between
+            parts.iter().for_each(|path| drop(fs::remove_file(path)));
+            if let Some(terminal) = TERMINAL.get() {
+                // SAFETY: restores standard input's terminal to a state read from it.
+                unsafe { libc::tcsetattr(0, libc::TCSANOW, terminal) };
             }
             // SAFETY: ends the process at once; every line printed was written whole already.
             unsafe { libc::_exit(128 + signal) };
@@ -2909,7 +3008,9 @@ mod tests {
         #[test]
         fn peer_urls_must_be_plain_http() {
             assert!(valid_peer_url("http://127.0.0.1:4242"));
-            for bad in ["", "http://", "https://x:1", "file:///etc/passwd", "http://a b:1", "http://x:1\n"] {
+            let paths = ["http://x:1/", "http://x:1/RPC2", "http://x:1?q", "http://x:1#f"];
+            let others = ["", "http://", "https://x:1", "file:///etc/passwd", "http://a b:1", "http://x:1\n"];
+            for bad in others.into_iter().chain(paths) {
                 assert!(!valid_peer_url(bad), "{bad:?}");
             }
         }

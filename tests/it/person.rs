@@ -423,7 +423,7 @@ mod start {
         }
         let shape = r#"127\.0\.0\.1 - - \[(\d\d/[A-Z][a-z]{2}/\d{4}) (\d\d:\d\d:\d\d)\] "POST /RPC2 HTTP/1\.1" 200 -"#;
         let python_line = Regex::new(&format!("^{shape}$")).unwrap();
-        let rust_line = Regex::new(&format!("^{shape} 1 peers$")).unwrap();
+        let rust_line = Regex::new(&format!("^{shape} 1 peer$")).unwrap();
         let line = |node: &Node, re: &Regex| {
             let find = || node.log.lock().unwrap().iter().find(|l| re.is_match(l)).cloned();
             let came = common::eventually(Duration::from_secs(10), || find().is_some());

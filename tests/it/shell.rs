@@ -238,7 +238,7 @@ mod piped {
         let answer = common::call(&shell.url, &common::token(PW, &shell.url), 1, Value::from("mine"));
         assert_eq!(answer, Ok(Value::Array(vec![Value::Array(vec![Value::from("mine.txt")])])));
         let logged = regex::Regex::new(
-            r#"^127\.0\.0\.1 - - \[\d\d/[A-Z][a-z]{2}/\d{4} \d\d:\d\d:\d\d\] "POST /RPC2 HTTP/1\.1" 200 - 1 names$"#,
+            r#"^127\.0\.0\.1 - - \[\d\d/[A-Z][a-z]{2}/\d{4} \d\d:\d\d:\d\d\] "POST /RPC2 HTTP/1\.1" 200 - 1 name$"#,
         )
         .unwrap();
         let mut asked = 0;
