@@ -1932,7 +1932,7 @@ impl Transport for Post<'_> {
         request.write_as_xml(&mut body)?;
         let answer = self.caller.send(self.url, &body, true)?.into_body();
         let read = answer.into_with_config().limit(MAX_ANSWER_BYTES).read_to_vec();
-        let answer = read.map_err(|e| self.caller.plain(self.url, e))?;
+        let answer = read.map_err(|e| self.caller.plain(self.url, e.into_io()))?;
         check_answer(&answer).map_err(|why| format!("node {}: {why}", self.url))?;
         Ok(Cursor::new(answer))
     }
@@ -1969,7 +1969,8 @@ impl Caller {
         if whole {
             post = post.config().timeout_global(Some(self.deadline)).build();
         }
-        let answer = post.header("Content-Type", "text/xml").send(body).map_err(|e| self.plain(url, e))?;
+        let answer =
+            post.header("Content-Type", "text/xml").send(body).map_err(|e| self.plain(url, e.into_io()))?;
         match answer.status().as_u16() {
             200 => Ok(answer),
             code @ 300..400 => bail!("node {url} answered HTTP {code}, a redirect, which is not followed"),
@@ -1977,44 +1978,35 @@ impl Caller {
         }
     }
 
-    /// A failed call to `url`, in a person's words.
-    fn plain(&self, url: &str, e: ureq::Error) -> anyhow::Error {
-        let secs = self.settings.timeout.as_secs_f64();
-        match e {
-            ureq::Error::Io(e) => self.plain_io(url, e),
-            ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve)
-            | ureq::Error::ConnectionFailed => {
-                anyhow!("node {url} is unreachable (no connection within {secs} s)")
-            }
-            ureq::Error::Timeout(ureq::Timeout::Global) => anyhow!("node {url} did not answer in time"),
-            ureq::Error::Timeout(_) => anyhow!("no data from {url} for {secs} s"),
-            ureq::Error::HostNotFound => anyhow!("node {url} is unreachable (unknown host)"),
-            ureq::Error::StatusCode(code) => anyhow!("node {url} answered HTTP {code}"),
-            ureq::Error::BodyExceedsLimit(n) => anyhow!("node {url} sent an answer of over {n} bytes"),
-            e => anyhow!("node {url}: {e}"),
-        }
-    }
-
-    /// A failed read or write while talking to `url`, in a person's words.
-    fn plain_io(&self, url: &str, e: io::Error) -> anyhow::Error {
+    /// A failed call to `url`, or read or write of its answer, in a person's words. (ureq's
+    /// own errors come wrapped in an I/O error, or turned into one with `into_io`.)
+    fn plain(&self, url: &str, e: io::Error) -> anyhow::Error {
         use io::ErrorKind::*;
-        if e.get_ref().is_some_and(|inner| inner.is::<ureq::Error>()) {
-            let inner = e.into_inner().and_then(|inner| inner.downcast::<ureq::Error>().ok());
-            return self.plain(url, *inner.expect("checked above"));
+        let secs = self.settings.timeout.as_secs_f64();
+        if let Some(e) = e.get_ref().and_then(|inner| inner.downcast_ref::<ureq::Error>()) {
+            return match e {
+                ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve)
+                | ureq::Error::ConnectionFailed => {
+                    anyhow!("node {url} is unreachable (no connection within {secs} s)")
+                }
+                ureq::Error::Timeout(ureq::Timeout::Global) => anyhow!("node {url} did not answer in time"),
+                ureq::Error::Timeout(_) => anyhow!("no data from {url} for {secs} s"),
+                ureq::Error::HostNotFound => anyhow!("node {url} is unreachable (unknown host)"),
+                ureq::Error::StatusCode(code) => anyhow!("node {url} answered HTTP {code}"),
+                ureq::Error::BodyExceedsLimit(n) => anyhow!("node {url} sent an answer of over {n} bytes"),
+                e => anyhow!("node {url}: {e}"),
+            };
         }
-        let words = words(&e);
         match e.kind() {
             ConnectionRefused => anyhow!("node {url} is unreachable (connection refused)"),
-            TimedOut | WouldBlock => {
-                anyhow!("no data from {url} for {} s", self.settings.timeout.as_secs_f64())
-            }
+            TimedOut | WouldBlock => anyhow!("no data from {url} for {secs} s"),
             UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe => {
                 anyhow!("node {url} broke off its answer")
             }
             StorageFull | FileTooLarge | QuotaExceeded | ReadOnlyFilesystem | PermissionDenied => {
-                anyhow!("cannot write it here: {}", words.to_lowercase())
+                anyhow!("cannot write it here: {}", words(&e).to_lowercase())
             }
-            _ => anyhow!("node {url}: {words}"),
+            _ => anyhow!("node {url}: {}", words(&e)),
         }
     }
 
@@ -2094,7 +2086,7 @@ impl Caller {
         let mut out = BufWriter::with_capacity(WRITE_BUFFER, &mut part.file);
         let streamed = decode_content(&mut meter, &mut out).and_then(|n| out.flush().map(|()| n));
         drop(out);
-        if let Some(size) = streamed.map_err(|e| self.plain_io(url, e))? {
+        if let Some(size) = streamed.map_err(|e| self.plain(url, e))? {
             return Ok((part, size));
         }
         // Not a plain string or base64 answer: ask again, and let the xmlrpc crate read it.
@@ -2104,7 +2096,7 @@ impl Caller {
             Value::Base64(bytes) => bytes,
             other => return Err(unexpected(&other, url, "the file")),
         };
-        part.file.write_all(&data).map_err(|e| self.plain_io(url, e))?;
+        part.file.write_all(&data).map_err(|e| self.plain(url, e))?;
         Ok((part, data.len() as u64))
     }
 }
