@@ -322,6 +322,36 @@ mod terminal {
         assert_eq!(lines(&shown.screen), want, "{}", shown.dump());
     }
 
+    /// Starts a shell node on a pseudo-terminal, sends it SIGTERM at its prompt, and says
+    /// what the terminal was set to at the prompt and after: `ICANON ECHO` flags, and the
+    /// exit status.
+    const SIGTERM_AT_PROMPT: &str = r#"
+import os, pty, select, signal, sys, termios, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+out, end = b"", time.time() + 20
+while b"tinyp2p> " not in out and time.time() < end:
+    if select.select([fd], [], [], 0.1)[0]:
+        out += os.read(fd, 4096)
+flags = lambda: [bool(termios.tcgetattr(fd)[3] & f) for f in (termios.ICANON, termios.ECHO)]
+at_prompt = flags()
+os.kill(pid, signal.SIGTERM)
+status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+print(at_prompt, flags(), status)
+"#;
+
+    #[test]
+    fn sigterm_at_the_prompt_leaves_the_terminal_as_it_was() {
+        let dir = folder(&[MINE]);
+        let mut cmd = std::process::Command::new("python3");
+        cmd.args(["-c", SIGTERM_AT_PROMPT, common::bin(), PW, "shell", "127.0.0.1", "0"])
+            .current_dir(dir.path());
+        let run = common::run(cmd);
+        // Line editing turns echo and line mode off at the prompt; SIGTERM must turn them back on.
+        assert_eq!(run.stdout.trim(), "[False, False] [True, True] 143", "stderr: {}", run.stderr);
+    }
+
     #[test]
     fn ctrl_d_at_the_prompt_ends_it_with_status_0() {
         let dir = folder(&[MINE]);
