@@ -136,7 +136,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            say_err(format_args!("tinyp2p: {}", printable(&format!("{e:#}"))));
+            say_err(format_args!("{}", error_line(format_args!("{e:#}"))));
             ExitCode::FAILURE
         }
     }
@@ -261,6 +261,11 @@ fn plural(n: usize, thing: &str) -> String {
 /// A name as every line shows it: quoted, and escaped as `printable` escapes.
 fn quoted(name: &str) -> String {
     printable(&format!("{name:?}"))
+}
+
+/// An error line as every one is printed: `tinyp2p: ` and the words on one printable line.
+fn error_line(what: fmt::Arguments<'_>) -> String {
+    format!("tinyp2p: {}", printable(&what.to_string()))
 }
 
 /// Prints a line on stdout; a closed pipe is not an error.
@@ -1860,7 +1865,7 @@ fn introduce(node: &Node, url: &str) {
     let offer = lock(&node.peers).to_value();
     match node.caller.call(url, 0, offer).and_then(|answer| strings(&answer, url)) {
         Ok(urls) => lock(&node.peers).merge(urls.iter().map(String::as_str)),
-        Err(e) => node.note(format!("tinyp2p: warning: cannot join: {}", printable(&format!("{e:#}")))),
+        Err(e) => node.note(error_line(format_args!("warning: cannot join: {e:#}"))),
     }
 }
 
@@ -2294,7 +2299,7 @@ impl Report {
     /// Something failed: a file, or (`node`) a whole node.
     fn failed(&self, node: bool, why: String) {
         self.count(|c| if node { c.unreachable += 1 } else { c.failed += 1 });
-        self.line(true, format!("tinyp2p: {}", printable(&why)));
+        self.line(true, error_line(format_args!("{why}")));
     }
 
     /// A download's own line in the live status, when the download is large.
@@ -2440,16 +2445,15 @@ fn fetch(caller: &Caller, peers: &[String], job: &Job, report: &Report) {
         {
             Ok((true, size)) => return report.fetched(&job.name, size, url),
             Ok((false, _)) => return report.count(|c| c.skipped += 1),
-            Err(e) if Some(&p) != job.peers.last() => {
-                report.line(
-                    true,
-                    format!(
-                        "tinyp2p: {}; trying the next node",
-                        printable(&format!("cannot fetch {:?}: {e:#}", job.name))
-                    ),
-                );
+            Err(e) => {
+                let why = format!("cannot fetch {:?}: {e:#}", job.name);
+                match job.peers.last() {
+                    Some(last) if *last != p => {
+                        report.line(true, error_line(format_args!("{why}; trying the next node")))
+                    }
+                    _ => report.failed(false, why),
+                }
             }
-            Err(e) => report.failed(false, format!("cannot fetch {:?}: {e:#}", job.name)),
         }
     }
 }
@@ -2558,7 +2562,7 @@ fn look_or_fetch(node: &Node, pattern: &str, list: bool) -> bool {
         }
     };
     outcome.unwrap_or_else(|e| {
-        say_err(format_args!("tinyp2p: {}", printable(&format!("{e:#}"))));
+        say_err(format_args!("{}", error_line(format_args!("{e:#}"))));
         false
     })
 }
