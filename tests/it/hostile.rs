@@ -485,15 +485,20 @@ fn bad_content() -> String {
     "0123456789abcdef".repeat(128 * 1024)
 }
 
+/// A fake peer that lists and serves `good.txt` (GOOD), honestly.
+pub(crate) fn good_peer() -> Fake {
+    Fake::peer(|ask| match ask.mode {
+        1 => ok(&listing(["good.txt"])),
+        _ => ok(&text(GOOD)),
+    })
+}
+
 /// Runs the client against a bad peer whose mode-0 answer lists itself, then a good peer
 /// that serves `good.txt`. The bad peer lists `bad.txt` and serves it as `bad` says for
 /// modes 1 and 2 (None: the honest answer). Checks the good file arrived, nothing else
 /// was left, the client gave up in time, named the bad peer and exited 1.
 fn bad_then_good(bad: impl Fn(&Ask) -> Option<Reply> + Send + Sync + 'static) {
-    let good = Fake::peer(|ask| match ask.mode {
-        1 => ok(&listing(["good.txt"])),
-        _ => ok(&text(GOOD)),
-    });
+    let good = good_peer();
     let good_url = good.url.clone();
     let bad = Fake::start(move |ask, url| match ask.mode {
         0 => ok(&strings([url, good_url.as_str()])),

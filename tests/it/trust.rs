@@ -25,8 +25,8 @@ use xmlrpc::Value;
 
 use crate::common::{self, Node, Run, TempDir};
 use crate::hostile::{
-    Fake, Reply, assert_failed_naming, binary, call_xml, cut, fault, finish, http, listing, ok, response,
-    rpc, short, strings, text,
+    Fake, Reply, assert_failed_naming, binary, call_xml, cut, fault, finish, good_peer, http, listing, ok,
+    response, rpc, short, strings, text,
 };
 
 const PW: &str = "trust-pw";
@@ -374,10 +374,7 @@ mod trickles {
     /// A good peer serving good.txt, and a bad one listing it and trickling slow.txt: its
     /// answer starts with `head`, then a space comes every 100 ms.
     fn peers(head: Vec<u8>) -> (Fake, Fake) {
-        let good = Fake::peer(|ask| match ask.mode {
-            1 => ok(&listing(["good.txt"])),
-            _ => ok(&text(GOOD)),
-        });
+        let good = good_peer();
         let good_url = good.url.clone();
         let bad = Fake::start(move |ask, url| match ask.mode {
             0 => ok(&strings([url, good_url.as_str()])),
