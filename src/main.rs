@@ -307,12 +307,11 @@ fn token_ok(password: &[u8], url: &str, token: &str) -> bool {
 
 // ================================================================ XML-RPC codec
 
-/// Deepest XML-RPC value nesting a node reads: `f` takes at most a list of strings.
-const MAX_DEPTH: usize = 8;
-/// Most items in one XML-RPC list a node reads: no answer or offer needs more.
-const MAX_ITEMS: usize = MAX_PEERS;
-/// Deepest element nesting the client lets the xmlrpc crate parse: a listing is 11 deep.
+/// Deepest element nesting read, by a node and (through `check_answer`) by the xmlrpc
+/// crate: a listing is 11 deep, and the crate's parser recurses once per level.
 const MAX_XML_DEPTH: usize = 32;
+/// Most elements in one call a node reads: a full peer list takes two per peer.
+const MAX_ELEMENTS: usize = 4 * MAX_PEERS;
 
 /// An XML-RPC `<methodCall>` for `f(token, mode, arg)`.
 fn call_xml(token: &str, mode: i32, arg: Value) -> Vec<u8> {
@@ -344,9 +343,8 @@ fn refuse_dtd(xml: &[u8]) -> Result<(), String> {
 }
 
 /// Refuses an answer the xmlrpc crate must not parse: a DTD, or elements nested deeper
-/// than MAX_XML_DEPTH, since its parser recurses once per level and a deep enough answer
-/// would overflow the stack. The depth is counted by the same XML reader the crate uses,
-/// so comments, CDATA and other encodings cannot hide a level.
+/// than MAX_XML_DEPTH, which would overflow the stack. The depth is counted by the same
+/// XML reader the crate uses, so comments, CDATA and other encodings cannot hide a level.
 fn check_answer(xml: &[u8]) -> Result<(), String> {
     refuse_dtd(xml)?;
     let mut depth = 0usize;
@@ -364,154 +362,93 @@ fn check_answer(xml: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// An XML element, as much of it as XML-RPC reads.
+#[derive(Default)]
+struct Element {
+    /// Its local name.
+    tag: String,
+    /// Its character data, white space included: Python reads `<string> </string>` as " ".
+    text: String,
+    /// Its child elements, in order.
+    children: Vec<Element>,
+}
+
+/// The element a document holds. Refused: a DTD, nesting deeper than MAX_XML_DEPTH, and
+/// more than MAX_ELEMENTS elements, so a small body cannot cost a node much.
+fn read_element(xml: &[u8]) -> Result<Element, String> {
+    refuse_dtd(xml)?;
+    let (mut open, mut count) = (vec![Element::default()], 0);
+    for event in EventReader::new(xml) {
+        match event.map_err(|e| format!("malformed XML: {e}"))? {
+            XmlEvent::StartElement { name, .. } => {
+                count += 1;
+                if open.len() > MAX_XML_DEPTH || count > MAX_ELEMENTS {
+                    return Err("XML-RPC call nested too deeply or too long".into());
+                }
+                open.push(Element { tag: name.local_name, ..Element::default() });
+            }
+            XmlEvent::EndElement { .. } => {
+                let done = open.pop().expect("xml-rs pairs every end with a start");
+                open.last_mut().expect("the document stays open").children.push(done);
+            }
+            XmlEvent::Characters(text) | XmlEvent::Whitespace(text) | XmlEvent::CData(text) => {
+                open.last_mut().expect("the document stays open").text.push_str(&text);
+            }
+            _ => {} // comments, processing instructions, the declaration
+        }
+    }
+    let document = open.pop().expect("the document");
+    document.children.into_iter().next().ok_or_else(|| "no XML element".into())
+}
+
 /// Parses a `<methodCall>` into its method name and parameters.
 fn parse_call(body: &[u8]) -> Result<(String, Vec<Value>), String> {
-    refuse_dtd(body)?;
-    let mut x = XmlIn { reader: EventReader::new(body), peeked: None };
-    x.open("methodCall")?;
-    x.open("methodName")?;
-    let name = x.text()?;
-    x.close("methodName")?;
-    let mut params = Vec::new();
-    if x.try_open("params")? {
-        while x.try_open("param")? {
-            params.push(x.value(0)?);
-            x.close("param")?;
-        }
-        x.close("params")?;
+    let call = read_element(body)?;
+    let malformed = || "malformed XML-RPC call".to_string();
+    let ([name] | [name, _]) = call.children.as_slice() else { return Err(malformed()) };
+    if call.tag != "methodCall" || name.tag != "methodName" || !name.children.is_empty() {
+        return Err(malformed());
     }
-    x.close("methodCall")?;
-    Ok((name, params))
+    let params = match call.children.get(1) {
+        None => &[][..],
+        Some(params) if params.tag == "params" => params.children.as_slice(),
+        Some(_) => return Err(malformed()),
+    };
+    let values = params.iter().map(|param| match param.children.as_slice() {
+        [value] if param.tag == "param" => read_value(value),
+        _ => Err(malformed()),
+    });
+    Ok((name.text.clone(), values.collect::<Result<_, _>>()?))
 }
 
-/// The value `read` finds in the trimmed text of a scalar `<tag>`, or an error naming it.
-fn scalar_of<T>(tag: &str, text: &str, read: impl FnOnce(&str) -> Option<T>) -> Result<T, String> {
-    read(text.trim()).ok_or_else(|| format!("invalid <{tag}> {:?}", text.trim()))
-}
-
-/// A pull reader of XML events that skips what XML-RPC ignores (comments, declarations).
-struct XmlIn<'a> {
-    /// The XML reader over the request body.
-    reader: EventReader<&'a [u8]>,
-    /// The next event that matters, read but not yet consumed.
-    peeked: Option<XmlEvent>,
-}
-
-impl XmlIn<'_> {
-    /// The next event that matters, left in place; white space is kept, since a string
-    /// may be nothing else (Python reads `<string> </string>` as " ").
-    fn peek(&mut self) -> Result<&XmlEvent, String> {
-        while self.peeked.is_none() {
-            match self.reader.next().map_err(|e| format!("malformed XML: {e}"))? {
-                XmlEvent::StartDocument { .. }
-                | XmlEvent::Comment(_)
-                | XmlEvent::ProcessingInstruction { .. } => {}
-                event => self.peeked = Some(event),
-            }
+/// One `<value>`: the scalar types, and arrays of them; with no type tag, a string.
+fn read_value(value: &Element) -> Result<Value, String> {
+    let malformed = || format!("malformed XML-RPC value <{}>", value.tag);
+    let typed = match value.children.as_slice() {
+        _ if value.tag != "value" => return Err(malformed()),
+        [] => return Ok(Value::String(value.text.clone())),
+        [typed] if value.text.trim().is_empty() => typed,
+        _ => return Err(malformed()),
+    };
+    let text = typed.text.trim();
+    let invalid = || format!("invalid <{}> {text:?}", typed.tag);
+    match (typed.tag.as_str(), typed.children.as_slice()) {
+        ("array", [data]) if data.tag == "data" && (text, data.text.trim()) == ("", "") => {
+            data.children.iter().map(read_value).collect::<Result<_, _>>().map(Value::Array)
         }
-        Ok(self.peeked.as_ref().expect("filled above"))
-    }
-
-    /// The next event after any white space between elements, left in place.
-    fn peek_tag(&mut self) -> Result<&XmlEvent, String> {
-        while matches!(self.peek()?, XmlEvent::Whitespace(_)) {
-            self.peeked = None;
+        ("array", _) | (_, [_, ..]) => Err(malformed()),
+        ("string", []) => Ok(Value::String(typed.text.clone())),
+        ("int" | "i4", []) => text.parse().map(Value::Int).map_err(|_| invalid()),
+        ("i8", []) => text.parse().map(Value::Int64).map_err(|_| invalid()),
+        ("double", []) => text.parse().map(Value::Double).map_err(|_| invalid()),
+        ("boolean", []) if matches!(text, "0" | "1") => Ok(Value::Bool(text == "1")),
+        ("base64", []) => {
+            let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+            base64_simd::STANDARD.decode_to_vec(&digits).map(Value::Base64).map_err(|_| invalid())
         }
-        self.peek()
-    }
-
-    /// Consumes `<tag>` if it comes next.
-    fn try_open(&mut self, tag: &str) -> Result<bool, String> {
-        let found = matches!(self.peek_tag()?, XmlEvent::StartElement { name, .. } if name.local_name == tag);
-        if found {
-            self.peeked = None;
-        }
-        Ok(found)
-    }
-
-    /// Consumes `<tag>`, or fails.
-    fn open(&mut self, tag: &str) -> Result<(), String> {
-        self.try_open(tag)?.then_some(()).ok_or_else(|| format!("malformed XML-RPC: expected <{tag}>"))
-    }
-
-    /// Consumes `</tag>`, or fails.
-    fn close(&mut self, tag: &str) -> Result<(), String> {
-        match self.peek_tag()? {
-            XmlEvent::EndElement { name } if name.local_name == tag => {
-                self.peeked = None;
-                Ok(())
-            }
-            _ => Err(format!("malformed XML-RPC: expected </{tag}>")),
-        }
-    }
-
-    /// Consumes character data, white space included, if it comes next ("" if not).
-    fn text(&mut self) -> Result<String, String> {
-        self.peek()?;
-        match self.peeked.take() {
-            Some(XmlEvent::Characters(s) | XmlEvent::Whitespace(s)) => Ok(s),
-            other => {
-                self.peeked = other;
-                Ok(String::new())
-            }
-        }
-    }
-
-    /// Consumes one `<value>`: the scalar types, and arrays of them.
-    fn value(&mut self, depth: usize) -> Result<Value, String> {
-        if depth > MAX_DEPTH {
-            return Err("XML-RPC value nested too deeply".into());
-        }
-        self.open("value")?;
-        let text = self.text()?; // a bare <value>text</value> is a string
-        let tag = match self.peek()? {
-            XmlEvent::StartElement { name, .. } if text.trim().is_empty() => name.local_name.clone(),
-            _ => {
-                self.close("value")?;
-                return Ok(Value::String(text));
-            }
-        };
-        self.peeked = None;
-        let value = if tag == "array" { self.array(depth)? } else { self.scalar(&tag)? };
-        self.close(&tag)?;
-        self.close("value")?;
-        Ok(value)
-    }
-
-    /// The content of a scalar `<tag>`, up to (not including) `</tag>`.
-    fn scalar(&mut self, tag: &str) -> Result<Value, String> {
-        let text = self.text()?;
-        Ok(match tag {
-            "string" => Value::String(text),
-            "int" | "i4" => Value::Int(scalar_of(tag, &text, |t| t.parse().ok())?),
-            "i8" => Value::Int64(scalar_of(tag, &text, |t| t.parse().ok())?),
-            "double" => Value::Double(scalar_of(tag, &text, |t| t.parse().ok())?),
-            "boolean" => Value::Bool(scalar_of(tag, &text, |t| match t {
-                "0" => Some(false),
-                "1" => Some(true),
-                _ => None,
-            })?),
-            "base64" => {
-                let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-                Value::Base64(scalar_of(tag, &text, |_| base64_simd::STANDARD.decode_to_vec(&digits).ok())?)
-            }
-            "nil" => Value::Nil,
-            other => return Err(format!("XML-RPC type <{other}> is not supported here")),
-        })
-    }
-
-    /// The items of an `<array>`, up to (not including) `</array>`.
-    fn array(&mut self, depth: usize) -> Result<Value, String> {
-        self.open("data")?;
-        let mut items = Vec::new();
-        while !matches!(self.peek_tag()?, XmlEvent::EndElement { .. }) {
-            if items.len() == MAX_ITEMS {
-                return Err(format!("lists of more than {MAX_ITEMS} items are refused"));
-            }
-            items.push(self.value(depth + 1)?);
-        }
-        self.close("data")?;
-        Ok(Value::Array(items))
+        ("nil", []) => Ok(Value::Nil),
+        ("boolean", []) => Err(invalid()),
+        (other, _) => Err(format!("XML-RPC type <{other}> is not supported here")),
     }
 }
 
