@@ -579,79 +579,40 @@ fn survey(src: &mut impl Read, size_hint: u64) -> io::Result<Survey> {
     }
 }
 
-/// The second pass: a file's encoded content, failing rather than sending bytes that
-/// differ from what the survey promised (the file changed under us).
-struct Encoder<R> {
-    /// The file.
-    src: R,
-    /// What the survey promised.
-    plan: Survey,
-    /// Raw bytes still to read.
-    raw_left: u64,
-    /// Encoded bytes still to produce.
-    out_left: u64,
-    /// Raw bytes read and not yet encoded: a character cut at a step's end.
-    raw: Vec<u8>,
-    /// Encoded bytes, handed out from `pos`.
-    out: Vec<u8>,
-    /// How much of `out` has been handed out.
-    pos: usize,
-}
-
-impl<R: Read> Encoder<R> {
-    /// Encodes `src` as `plan` says.
-    fn new(src: R, plan: Survey) -> Self {
-        let raw = Vec::with_capacity(buffer_for(plan.raw, CHUNK) + 4);
-        let out = Vec::with_capacity(buffer_for(plan.encoded, 2 * CHUNK));
-        Encoder { src, plan, raw_left: plan.raw, out_left: plan.encoded, raw, out, pos: 0 }
-    }
-
-    /// Encodes the next step into `out` (which may stay empty when a step ends inside a
-    /// character); false at the end, once the file ended where the survey said.
-    fn refill(&mut self) -> io::Result<bool> {
-        let changed = || io::Error::other("the file changed while it was being sent");
-        self.pos = 0;
-        self.out.clear();
-        if self.raw_left == 0 {
-            let ended = self.src.read(&mut [0u8; 1])? == 0 && self.out_left == 0 && self.raw.is_empty();
-            return if ended { Ok(false) } else { Err(changed()) };
-        }
-        let text = self.plan.encoding == Encoding::Text;
-        let step = buffer_for(self.raw_left, if text { CHUNK } else { B64_CHUNK });
-        if read_up_to(&mut self.src, step, &mut self.raw)? < step {
+/// The second pass: writes a file's encoded content, failing rather than sending bytes that
+/// differ from what the survey promised (the file changed under us). `sent` counts the
+/// encoded bytes written.
+fn encode(mut src: impl Read, plan: Survey, out: &mut impl Write, sent: &mut u64) -> io::Result<()> {
+    let changed = || io::Error::other("the file changed while it was being sent");
+    let text = plan.encoding == Encoding::Text;
+    let mut raw = Vec::with_capacity(buffer_for(plan.raw, CHUNK) + 4);
+    let mut encoded = Vec::with_capacity(buffer_for(plan.encoded, 2 * CHUNK));
+    let mut raw_left = plan.raw;
+    while raw_left > 0 {
+        let step = buffer_for(raw_left, if text { CHUNK } else { B64_CHUNK });
+        if read_up_to(&mut src, step, &mut raw)? < step {
             return Err(changed());
         }
-        self.raw_left -= step as u64;
+        raw_left -= step as u64;
+        encoded.clear();
         let used = if text {
-            let whole = whole_chars(&self.raw, self.raw_left == 0).filter(|&w| xml_safe(&self.raw[..w]));
+            let whole = whole_chars(&raw, raw_left == 0).filter(|&whole| xml_safe(&raw[..whole]));
             let whole = whole.ok_or_else(changed)?;
-            escape_into(&self.raw[..whole], &mut self.out);
+            escape_into(&raw[..whole], &mut encoded);
             whole
         } else {
-            self.out.resize(self.raw.len().div_ceil(3) * 4, 0);
-            let written =
-                base64_simd::STANDARD.encode(&self.raw, base64_simd::Out::from_slice(&mut self.out)).len();
-            self.out.truncate(written);
-            self.raw.len()
+            base64_simd::STANDARD.encode_append(&raw, &mut encoded);
+            raw.len()
         };
-        self.raw.drain(..used);
-        self.out_left = self.out_left.checked_sub(self.out.len() as u64).ok_or_else(changed)?;
-        Ok(true)
-    }
-}
-
-impl<R: Read> Read for Encoder<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.out.len() {
-            if !self.refill()? {
-                return Ok(0);
-            }
+        raw.drain(..used);
+        if *sent + encoded.len() as u64 > plan.encoded {
+            return Err(changed());
         }
-        let n = buf.len().min(self.out.len() - self.pos);
-        buf[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
+        out.write_all(&encoded)?;
+        *sent += encoded.len() as u64;
     }
+    let ended = src.read(&mut [0u8; 1])? == 0 && *sent == plan.encoded && raw.is_empty();
+    if ended { Ok(()) } else { Err(changed()) }
 }
 
 /// The text before and after a streamed content value in a `<methodResponse>`.
@@ -742,35 +703,21 @@ impl<R: Read> Scanner<R> {
     }
 }
 
-/// How a streamed content value is written, as found after `<value>`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Form {
-    /// `<string>…</string>`
-    Tagged,
-    /// `<value>…</value>` with no type tag, as some clients send strings
-    Bare,
-    /// `<base64>…</base64>`
-    Base64,
-}
-
 /// Streams a mode-2 answer's content into `out`: `Some(bytes)` when it was a string or
 /// base64 value, `None` for anything else (False, a fault, XML this path does not stream),
 /// which the caller then asks again through the xmlrpc crate.
 fn decode_content(src: impl Read, out: &mut impl Write) -> io::Result<Option<u64>> {
     let mut s = Scanner::new(src);
-    let Some(form) = open_value(&mut s)? else {
+    let Some(close) = open_value(&mut s)? else {
         return Ok(None);
     };
-    let written = match form {
-        Form::Base64 => stream_base64(&mut s, out)?,
-        Form::Tagged => stream_text(&mut s, b"</string>", out)?,
-        Form::Bare => stream_text(&mut s, b"</value>", out)?,
+    let written = match close {
+        b"</base64>" => stream_base64(&mut s, out)?,
+        _ => stream_text(&mut s, close, out)?,
     };
-    let tail: &[&[u8]] = match form {
-        Form::Bare => &[b"</param>", b"</params>", b"</methodResponse>"],
-        _ => &[b"</value>", b"</param>", b"</params>", b"</methodResponse>"],
-    };
-    for tag in tail {
+    let tail = [&b"</value>"[..], b"</param>", b"</params>", b"</methodResponse>"];
+    // a bare value's text ended at its `</value>`
+    for tag in &tail[usize::from(close == b"</value>")..] {
         s.skip_ws()?;
         if !s.eat(tag)? {
             return Ok(None);
@@ -780,8 +727,10 @@ fn decode_content(src: impl Read, out: &mut impl Write) -> io::Result<Option<u64
     Ok(written.filter(|_| s.available().is_empty()))
 }
 
-/// Consumes the answer up to its value's content; `None` if it has another shape.
-fn open_value(s: &mut Scanner<impl Read>) -> io::Result<Option<Form>> {
+/// Consumes the answer up to its value's content; the tag that closes the content (which
+/// tells its form: `</string>`, `</base64>`, or a bare value's `</value>`), or `None` if
+/// the answer has another shape.
+fn open_value(s: &mut Scanner<impl Read>) -> io::Result<Option<&'static [u8]>> {
     s.skip_ws()?;
     if s.eat(b"<?xml")? {
         s.ensure(256)?;
@@ -799,15 +748,15 @@ fn open_value(s: &mut Scanner<impl Read>) -> io::Result<Option<Form>> {
     s.ensure(64)?;
     let rest = s.available();
     let ws = rest.iter().take_while(|&&b| xml_space(b)).count();
-    let form = match &rest[ws..] {
-        r if r.starts_with(b"<string>") => Form::Tagged,
-        r if r.starts_with(b"<base64>") => Form::Base64,
+    let close: &'static [u8] = match &rest[ws..] {
+        r if r.starts_with(b"<string>") => b"</string>",
+        r if r.starts_with(b"<base64>") => b"</base64>",
         // other tags, an empty value and a white-space-only one are the crate's to read
         r if r.is_empty() || r[0] == b'<' => return Ok(None),
-        _ => return Ok(Some(Form::Bare)), // its leading white space is part of the text
+        _ => return Ok(Some(b"</value>")), // its leading white space is part of the text
     };
     s.advance(ws + b"<string>".len());
-    Ok(Some(form))
+    Ok(Some(close))
 }
 
 /// Streams character data up to `close`, undoing escapes; `None` on XML it does not
@@ -1691,17 +1640,17 @@ fn send_content(request: Request, file: File, plan: Survey) -> io::Result<()> {
         BufWriter::with_capacity(buffer_for(http.len() as u64 + len, SEND_BUFFER), request.into_writer());
     out.write_all(http.as_bytes())?;
     out.write_all(head.as_bytes())?;
-    let mut body = Encoder::new(file, plan);
-    let sent = io::copy(&mut body, &mut out);
-    if sent.is_err() {
+    let mut sent = 0;
+    let encoded = encode(file, plan, &mut out, &mut sent);
+    if encoded.is_err() {
         // The file changed. The head promised `len` bytes and the connection stays open,
         // so a short answer would leave the client waiting: NUL bytes, which no XML parser
         // takes, make it fail at once instead.
-        io::copy(&mut io::repeat(0).take(body.out_left), &mut out)?;
+        io::copy(&mut io::repeat(0).take(plan.encoded - sent), &mut out)?;
     }
     out.write_all(tail.as_bytes())?;
     out.flush()?;
-    sent.map(drop)
+    encoded
 }
 
 /// Runs `work` on every item with at most `workers` threads; results keep item order.
@@ -2846,7 +2795,7 @@ mod tests {
         let plan = survey(&mut &content[..], content.len() as u64).unwrap();
         let (head, tail) = content_frame(plan.encoding);
         let mut answer = head.clone().into_bytes();
-        Encoder::new(content, plan).read_to_end(&mut answer).unwrap();
+        encode(content, plan, &mut answer, &mut 0).unwrap();
         assert_eq!(answer.len() as u64, head.len() as u64 + plan.encoded);
         answer.extend_from_slice(tail.as_bytes());
         answer
@@ -3005,7 +2954,7 @@ mod tests {
                 (b"a", b"\xc3"),
             ] {
                 let mut sent = Vec::new();
-                let result = Encoder::new(after, plan(before)).read_to_end(&mut sent);
+                let result = encode(after, plan(before), &mut sent, &mut 0);
                 assert!(result.is_err(), "{before:?} -> {after:?} sent {sent:?}");
             }
         }
