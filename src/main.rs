@@ -2537,44 +2537,20 @@ impl Part {
 
     /// Gives the complete file its name unless that name exists by now (never
     /// overwrites); true if it did.
-    fn publish(mut self, name: &str) -> io::Result<bool> {
+    fn publish(self, name: &str) -> io::Result<bool> {
         let linked = match &self.path {
-            // a rename is one step (FAT has no hard links); where it cannot refuse to replace, a link
+            // a rename is one step; where it cannot refuse to replace (NFS), a link
             Some(path) => rename_new(path, name).or_else(|e| match e.kind() {
                 io::ErrorKind::AlreadyExists => Err(e),
                 _ => fs::hard_link(path, name),
             }),
             None => link_unnamed(&self.file, name),
         };
-        let published = match linked {
+        match linked {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-            // no hard links here (FAT, some network file systems) or no /proc: copy
-            Err(_) => self.copy_to(name),
-        };
-        published
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot give the file its name: {}", words(&e))))
-    }
-
-    /// Copies the file into a new file `name`, unless that exists; removes it on failure,
-    /// and (recorded as a part meanwhile) on Ctrl-C or SIGTERM. Only where neither links nor
-    /// renames that refuse to replace are to be had: a client killed outright leaves it partial.
-    fn copy_to(&mut self, name: &str) -> io::Result<bool> {
-        let mut parts = lock(&PARTS);
-        let mut target = match OpenOptions::new().write(true).create_new(true).open(name) {
-            Ok(target) => target,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
-            Err(e) => return Err(e),
-        };
-        parts.push(PathBuf::from(name));
-        drop(parts);
-        let copied = self.file.rewind().and_then(|()| io::copy(&mut self.file, &mut target));
-        lock(&PARTS).retain(|part| part.as_os_str() != name);
-        if let Err(e) = copied {
-            let _ = fs::remove_file(name);
-            return Err(e);
+            Err(e) => Err(io::Error::new(e.kind(), format!("cannot give the file its name: {}", words(&e)))),
         }
-        Ok(true)
     }
 }
 
