@@ -902,10 +902,8 @@ struct Node {
     url: String,
     /// Known peers, this node among them.
     peers: Mutex<Peers>,
-    /// The folder's servable names, with the folder's mtime they were read at.
-    listing: Mutex<Option<(SystemTime, Arc<Vec<String>>)>>,
-    /// Mode-1 answers already written.
-    answers: Mutex<Answers>,
+    /// The folder's listing, with the folder's mtime it was read at.
+    listing: Mutex<Option<(SystemTime, Arc<Listing>)>>,
     /// Surveys of files already sent, by device, inode, size and mtime.
     surveys: Mutex<HashMap<[u64; 5], Survey>>,
     /// Calls to other nodes: the join, and probes when the peer list is full.
@@ -955,13 +953,13 @@ impl Peers {
     }
 }
 
-/// Mode-1 answers already written, by pattern, for the listing they were made from.
-#[derive(Default)]
-struct Answers {
-    /// The listing the answers were made from.
-    listing: Arc<Vec<String>>,
+/// The servable names of the folder as it was at one time, and the mode-1 answers already
+/// written from them, by pattern: clients repeat the same few patterns.
+struct Listing {
+    /// The names, sorted.
+    names: Vec<String>,
     /// Each pattern's written answer, and how many names it holds.
-    by_pattern: HashMap<String, (Arc<[u8]>, usize)>,
+    answers: Mutex<HashMap<String, (Arc<[u8]>, usize)>>,
 }
 
 /// What a call of `f` is answered with.
@@ -1040,7 +1038,6 @@ impl Node {
             url,
             peers: Mutex::new(list),
             listing: Mutex::default(),
-            answers: Mutex::default(),
             surveys: Mutex::default(),
             caller,
             log: Mutex::default(),
@@ -1100,24 +1097,20 @@ impl Node {
     /// pattern and listing, since clients repeat their patterns.
     fn search(&self, arg: &Value) -> Result<Answer, String> {
         let pattern = arg.as_str().ok_or("mode 1 takes a regex string")?;
-        let names = self.names().map_err(|e| format!("cannot list the shared folder: {e}"))?;
-        let answers = lock(&self.answers);
-        if let Some((xml, n)) =
-            answers.by_pattern.get(pattern).filter(|_| Arc::ptr_eq(&answers.listing, &names))
-        {
+        let listing = self.listing().map_err(|e| format!("cannot list the shared folder: {e}"))?;
+        if let Some((xml, n)) = lock(&listing.answers).get(pattern) {
             return Ok(Answer::Xml(xml.clone(), plural(*n, "name")));
         }
-        drop(answers);
         let regex = compile_regex(pattern)?;
         let found: Vec<Value> =
-            names.iter().filter(|n| regex.is_match(n)).map(|n| Value::from(n.as_str())).collect();
+            listing.names.iter().filter(|n| regex.is_match(n)).map(|n| Value::from(n.as_str())).collect();
         let n = found.len();
         let xml: Arc<[u8]> = answer_xml(Ok(Value::Array(vec![Value::Array(found)]))).into();
-        let mut answers = lock(&self.answers);
-        if !Arc::ptr_eq(&answers.listing, &names) || answers.by_pattern.len() >= ANSWER_CACHE {
-            *answers = Answers { listing: names, by_pattern: HashMap::new() };
+        let mut answers = lock(&listing.answers);
+        if answers.len() >= ANSWER_CACHE {
+            answers.clear();
         }
-        answers.by_pattern.insert(pattern.to_string(), (xml.clone(), n));
+        answers.insert(pattern.to_string(), (xml.clone(), n));
         Ok(Answer::Xml(xml, plural(n, "name")))
     }
 
@@ -1158,22 +1151,22 @@ impl Node {
         Ok(plan)
     }
 
-    /// The folder's servable names, sorted; scanned again only when the folder changed.
-    fn names(&self) -> io::Result<Arc<Vec<String>>> {
+    /// The folder's listing; scanned again only when the folder changed.
+    fn listing(&self) -> io::Result<Arc<Listing>> {
         let folder = fs::metadata(".")?;
         if folder.nlink() == 0 {
             return Err(io::Error::other("it was deleted"));
         }
         let stamp = folder.modified()?;
         let mut cache = lock(&self.listing);
-        if let Some((seen, names)) = cache.as_ref()
+        if let Some((seen, listing)) = cache.as_ref()
             && *seen == stamp
         {
-            return Ok(names.clone());
+            return Ok(listing.clone());
         }
-        let names = Arc::new(scan()?.0);
-        *cache = settled(stamp).then(|| (stamp, names.clone()));
-        Ok(names)
+        let listing = Arc::new(Listing { names: scan()?.0, answers: Mutex::default() });
+        *cache = settled(stamp).then(|| (stamp, listing.clone()));
+        Ok(listing)
     }
 }
 
@@ -1533,12 +1526,8 @@ impl Pool {
         let stuck = WORKER_STUCK.as_millis() as u64;
         let mut workers = lock(&self.workers);
         workers.retain(|mark| mark.load(Relaxed) != GONE);
-        let held = workers
-            .iter()
-            .filter(
-                |m| matches!(m.load(Relaxed), since if since != IDLE && now.saturating_sub(since) >= stuck),
-            )
-            .count();
+        let is_held = |since: u64| since != IDLE && now.saturating_sub(since) >= stuck;
+        let held = workers.iter().filter(|mark| is_held(mark.load(Relaxed))).count();
         (held, workers.len() - held)
     }
 
