@@ -151,13 +151,8 @@ fn run(cli: Cli, settings: Settings) -> Result<bool> {
             return serve(Caller::new(&password, settings), &host, port, &peers, shell);
         }
         Cli::Client { password, url, pattern, list } => {
-            return client(
-                &Caller::new(&password, settings),
-                &url,
-                &pattern,
-                list,
-                &Report::new(&settings, !list),
-            );
+            let (caller, report) = (Caller::new(&password, settings), Report::new(&settings, !list));
+            return client(&caller, &url, &pattern, list, &report);
         }
     }
     Ok(true)
@@ -693,6 +688,18 @@ impl<R: Read> Scanner<R> {
         }
     }
 
+    /// Consumes each of `tags` in turn, with any white space before them; false at the
+    /// first that does not come next.
+    fn eat_tags(&mut self, tags: &[&[u8]]) -> io::Result<bool> {
+        for tag in tags {
+            self.skip_ws()?;
+            if !self.eat(tag)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Consumes `lit` if it comes next.
     fn eat(&mut self, lit: &[u8]) -> io::Result<bool> {
         let found = self.ensure(lit.len())? && self.available().starts_with(lit);
@@ -717,11 +724,8 @@ fn decode_content(src: impl Read, out: &mut impl Write) -> io::Result<Option<u64
     };
     let tail = [&b"</value>"[..], b"</param>", b"</params>", b"</methodResponse>"];
     // a bare value's text ended at its `</value>`
-    for tag in &tail[usize::from(close == b"</value>")..] {
-        s.skip_ws()?;
-        if !s.eat(tag)? {
-            return Ok(None);
-        }
+    if !s.eat_tags(&tail[usize::from(close == b"</value>")..])? {
+        return Ok(None);
     }
     s.skip_ws()?;
     Ok(written.filter(|_| s.available().is_empty()))
@@ -739,11 +743,8 @@ fn open_value(s: &mut Scanner<impl Read>) -> io::Result<Option<&'static [u8]>> {
         };
         s.advance(end + 2);
     }
-    for tag in [&b"<methodResponse>"[..], b"<params>", b"<param>", b"<value>"] {
-        s.skip_ws()?;
-        if !s.eat(tag)? {
-            return Ok(None);
-        }
+    if !s.eat_tags(&[b"<methodResponse>", b"<params>", b"<param>", b"<value>"])? {
+        return Ok(None);
     }
     s.ensure(64)?;
     let rest = s.available();
@@ -835,7 +836,7 @@ fn entity(s: &mut Scanner<impl Read>) -> io::Result<Option<char>> {
 
 /// Streams base64 text up to `</base64>`, skipping white space; `None` on anything else.
 fn stream_base64(s: &mut Scanner<impl Read>, out: &mut impl Write) -> io::Result<Option<u64>> {
-    let (mut quads, mut bytes, mut total) = (Vec::with_capacity(CHUNK), vec![0; CHUNK], 0u64);
+    let (mut quads, mut bytes, mut total) = (Vec::new(), Vec::new(), 0u64);
     let (mut chars, mut spaces) = (0usize, 0usize);
     loop {
         let avail = s.available();
@@ -857,13 +858,12 @@ fn stream_base64(s: &mut Scanner<impl Read>, out: &mut impl Write) -> io::Result
         if whole % 4 != 0 {
             return Ok(None);
         }
-        for group in quads[..whole].chunks(CHUNK / 3 * 4) {
-            let Ok(decoded) = base64_simd::STANDARD.decode(group, base64_simd::Out::from_slice(&mut bytes))
-            else {
-                return Ok(None);
-            };
-            write_capped(out, decoded, &mut total)?;
+        // at most a scan buffer's worth, so one step
+        bytes.clear();
+        if base64_simd::STANDARD.decode_append(&quads[..whole], &mut bytes).is_err() {
+            return Ok(None);
         }
+        write_capped(out, &bytes, &mut total)?;
         quads.drain(..whole);
         if stop.is_some() {
             return Ok(s.eat(b"</base64>")?.then_some(total));
@@ -1255,15 +1255,12 @@ fn glob_as_regex(pattern: &str) -> Option<String> {
     if !pattern.contains(['*', '?']) {
         return None;
     }
-    let mut re = String::from("^");
-    for c in pattern.chars() {
-        match c {
-            '*' => re.push_str(".*"),
-            '?' => re.push('.'),
-            c => re.push_str(&regex::escape(c.encode_utf8(&mut [0; 4]))),
-        }
-    }
-    re.push('$');
+    let wildcard = |c: char| match c {
+        '*' => ".*".to_string(),
+        '?' => ".".to_string(),
+        c => regex::escape(c.encode_utf8(&mut [0; 4])),
+    };
+    let re = format!("^{}$", pattern.chars().map(wildcard).collect::<String>());
     let re = re.strip_prefix("^.*").unwrap_or(&re);
     let re = re.strip_suffix(".*$").unwrap_or(re);
     Some(if re.is_empty() || re == "$" || re == "^" { ".".into() } else { re.to_string() })
