@@ -15,7 +15,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
@@ -275,29 +275,20 @@ fn say_err(line: fmt::Arguments<'_>) {
 
 // ================================================================ token
 
-/// The HMAC-MD5 of `url` keyed with the password, as the original's `hmac.new(pw, url)`.
-fn mac(password: &[u8], url: &str) -> Hmac<Md5> {
+/// The token a node started as `url` accepts: 32 lowercase hex digits of the HMAC-MD5 of
+/// the URL keyed with the password, as the original's `hmac.new(pw, url)`.
+fn token(password: &[u8], url: &str) -> String {
     let mut mac = Hmac::<Md5>::new_from_slice(password).expect("HMAC takes keys of any length");
     mac.update(url.as_bytes());
-    mac
+    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The token a node started as `url` accepts: 32 lowercase hex digits.
-fn token(password: &[u8], url: &str) -> String {
-    let digest = mac(password, url).finalize().into_bytes();
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Whether `token` is this URL's token, compared in constant time.
+/// Whether `token` is this URL's token: compared as the original compared strings (so
+/// uppercase hex is wrong), but every byte, so the time taken tells nothing.
 fn token_ok(password: &[u8], url: &str, token: &str) -> bool {
-    let hex = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None, // the original compared strings, so uppercase hex is a wrong token
-    };
-    let bytes: Option<Vec<u8>> =
-        token.as_bytes().chunks(2).map(|p| Some(hex(p[0])? << 4 | hex(*p.get(1)?)?)).collect();
-    bytes.is_some_and(|b| mac(password, url).verify_slice(&b).is_ok())
+    let expected = self::token(password, url);
+    let differ = expected.bytes().zip(token.bytes()).fold(0, |differ, (a, b)| differ | (a ^ b));
+    expected.len() == token.len() && differ == 0
 }
 
 // ================================================================ XML-RPC codec
@@ -2526,11 +2517,11 @@ impl Part {
     fn publish(self, name: &str) -> io::Result<bool> {
         let linked = match &self.path {
             // a rename is one step; where it cannot refuse to replace (NFS), a link
-            Some(path) => rename_new(path, name).or_else(|e| match e.kind() {
+            Some(path) => give_name(path, name, true).or_else(|e| match e.kind() {
                 io::ErrorKind::AlreadyExists => Err(e),
-                _ => fs::hard_link(path, name),
+                _ => give_name(path, name, false),
             }),
-            None => link_unnamed(&self.file, name),
+            None => give_name(Path::new(&format!("/proc/self/fd/{}", self.file.as_raw_fd())), name, false),
         };
         match linked {
             Ok(()) => Ok(true),
@@ -2550,22 +2541,19 @@ impl Drop for Part {
     }
 }
 
-/// Links an O_TMPFILE file to `name`: the way open(2) documents, through /proc.
-fn link_unnamed(file: &File, name: &str) -> io::Result<()> {
-    let (from, to) = (CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?, CString::new(name)?);
+/// Gives the file at `from` the name `to`, never replacing a file there: by a rename that
+/// refuses to (RENAME_NOREPLACE), or by a link, which follows `from`, so that an O_TMPFILE
+/// file's `/proc/self/fd` entry links the file itself (the way open(2) documents).
+fn give_name(from: &Path, to: &str, rename: bool) -> io::Result<()> {
+    let (old, new) = (CString::new(from.as_os_str().as_encoded_bytes())?, CString::new(to)?);
+    let (here, from, to) = (libc::AT_FDCWD, old.as_ptr(), new.as_ptr());
     // SAFETY: both are valid NUL-terminated strings that outlive the call.
     let rc = unsafe {
-        libc::linkat(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::AT_SYMLINK_FOLLOW)
+        match rename {
+            true => libc::renameat2(here, from, here, to, libc::RENAME_NOREPLACE),
+            false => libc::linkat(here, from, here, to, libc::AT_SYMLINK_FOLLOW),
+        }
     };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
-}
-
-/// Renames `from` to `to` unless `to` exists (RENAME_NOREPLACE).
-fn rename_new(from: &std::path::Path, to: &str) -> io::Result<()> {
-    let (from, to) = (CString::new(from.as_os_str().as_encoded_bytes())?, CString::new(to)?);
-    // SAFETY: both are valid NUL-terminated strings that outlive the call.
-    let flags = libc::RENAME_NOREPLACE;
-    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), flags) };
     if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
