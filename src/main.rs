@@ -136,7 +136,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            say_err(format_args!("{}", error_line(format_args!("{e:#}"))));
+            say_err(error_line(format_args!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -264,12 +264,12 @@ fn error_line(what: fmt::Arguments<'_>) -> String {
 }
 
 /// Prints a line on stdout; a closed pipe is not an error.
-fn say(line: fmt::Arguments<'_>) {
+fn say(line: impl fmt::Display) {
     let _ = io::stdout().lock().write_all(format!("{line}\n").as_bytes());
 }
 
 /// Prints a line on stderr in one write (stderr is unbuffered); a closed pipe is not an error.
-fn say_err(line: fmt::Arguments<'_>) {
+fn say_err(line: impl fmt::Display) {
     let _ = io::stderr().lock().write_all(format!("{line}\n").as_bytes());
 }
 
@@ -1046,7 +1046,7 @@ impl Node {
                 log.push_back(line);
             }
             None if self.caller.settings.quiet && !line.starts_with("tinyp2p: ") => {}
-            None => say_err(format_args!("{line}")),
+            None => say_err(line),
         }
     }
 
