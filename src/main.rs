@@ -949,9 +949,12 @@ impl Peers {
 struct Listing {
     /// The names, sorted.
     names: Vec<String>,
-    /// Each pattern's written answer, and how many names it holds.
-    answers: Mutex<HashMap<String, (Arc<[u8]>, usize)>>,
+    /// Each pattern's written answer.
+    answers: Mutex<HashMap<String, Written>>,
 }
+
+/// A mode-1 answer written, and how many names it holds.
+type Written = (Arc<[u8]>, usize);
 
 /// What a call of `f` is answered with.
 enum Answer {
