@@ -2184,25 +2184,15 @@ impl Report {
         Some(multi.add(bar.with_message(quoted(name))))
     }
 
-    /// Clears the live status and prints the summary; true if nothing failed.
-    fn finish(&self, nodes: usize) -> bool {
+    /// Clears the live status and prints the summary line `summary` makes of the counts;
+    /// true if nothing failed.
+    fn finish(&self, summary: impl FnOnce(&Counts) -> String) -> bool {
         if let Some((multi, _)) = &self.live {
             let _ = multi.clear();
         }
         let c = lock(&self.counts);
         if !self.quiet {
-            let unreachable = c.unreachable;
-            let dead = if unreachable > 0 {
-                format!(", {unreachable} of {nodes} nodes unreachable")
-            } else {
-                String::new()
-            };
-            let (secs, bytes) = (self.started.elapsed().as_secs_f64(), HumanBytes(c.bytes));
-            let (f, s, e) = (c.fetched, c.skipped, c.failed);
-            self.line(
-                false,
-                format!("done: {f} fetched, {s} skipped, {e} failed{dead}; {bytes} in {secs:.2} s"),
-            );
+            self.line(false, summary(&c));
         }
         c.failed == 0 && c.unreachable == 0
     }
@@ -2234,7 +2224,15 @@ fn client(caller: &Caller, url: &str, pattern: &str, list: bool, report: &Report
     let jobs = plan(offers, report);
     report.count(|c| c.to_fetch = jobs.len());
     parallel(&jobs, CLIENT_WORKERS, |job| fetch(caller, &peers, job, report));
-    Ok(report.finish(peers.len()))
+    Ok(report.finish(|c| {
+        let dead = match c.unreachable {
+            0 => String::new(),
+            n => format!(", {n} of {} nodes unreachable", peers.len()),
+        };
+        let (secs, bytes) = (report.started.elapsed().as_secs_f64(), HumanBytes(c.bytes));
+        let (f, s, e) = (c.fetched, c.skipped, c.failed);
+        format!("done: {f} fetched, {s} skipped, {e} failed{dead}; {bytes} in {secs:.2} s")
+    }))
 }
 
 /// The safe names the peers offer, each with the peers offering it, in peer order; a
@@ -2293,18 +2291,13 @@ fn show(peers: &[String], offers: &BTreeMap<String, Vec<usize>>, report: &Report
         let nodes: Vec<&str> = at.iter().map(|&p| peers[p].as_str()).collect();
         report.line(false, format!("{name:width$}  {}", nodes.join(", ")));
     }
-    let (unreachable, failed) = {
-        let c = lock(&report.counts);
-        (c.unreachable, c.failed)
-    };
-    if !report.quiet {
-        let dead = if unreachable > 0 { format!(", {unreachable} did not answer") } else { String::new() };
-        report.line(
-            false,
-            format!("{} on {}{dead}", plural(offers.len(), "name"), plural(peers.len(), "node")),
-        );
-    }
-    unreachable == 0 && failed == 0
+    report.finish(|c| {
+        let dead = match c.unreachable {
+            0 => String::new(),
+            n => format!(", {n} did not answer"),
+        };
+        format!("{} on {}{dead}", plural(offers.len(), "name"), plural(peers.len(), "node"))
+    })
 }
 
 /// Fetches one file from the first of its peers that delivers it.
