@@ -1955,19 +1955,20 @@ impl Caller {
         }
     }
 
-    /// Downloads `name` from `url` into a new unnamed file, streaming the common case.
-    fn download(&self, url: &str, name: &str, report: &Report) -> Result<(Part, u64)> {
+    /// Downloads `name` from `url` into a new unnamed file, streaming the common case, and
+    /// gives it its name: its size, or `None` if that name exists by now.
+    fn download(&self, url: &str, name: &str, report: &Report) -> Result<Option<u64>> {
         let mut part = Part::create().map_err(|e| anyhow!("cannot create a file here: {}", words(&e)))?;
         let request = call_xml(&token(&self.password, node_base(url)), 2, Value::from(name));
-        let answer = self.send(url, &request, false)?;
-        let size = answer.headers().get("content-length").and_then(|v| v.to_str().ok()?.parse().ok());
-        let (answer, bar) = (answer.into_body().into_reader(), report.bar(name, size));
+        let answer = self.send(url, &request, false)?.into_body();
+        let bar = report.bar(name, answer.content_length());
+        let answer = answer.into_reader();
         let mut meter = Meter { answer, report, bar, settings: self.settings, window: (Instant::now(), 0) };
         let mut out = BufWriter::with_capacity(WRITE_BUFFER, &mut part.file);
         let streamed = decode_content(&mut meter, &mut out).and_then(|n| out.flush().map(|()| n));
         drop(out);
         if let Some(size) = streamed.map_err(|e| self.plain(url, e))? {
-            return Ok((part, size));
+            return Ok(part.publish(name)?.then_some(size));
         }
         // Not a plain string or base64 answer: ask again, and let the xmlrpc crate read it.
         part.file.set_len(0).and_then(|()| part.file.rewind())?;
@@ -1977,7 +1978,7 @@ impl Caller {
             other => return Err(unexpected(&other, url, "the file")),
         };
         part.file.write_all(&data).map_err(|e| self.plain(url, e))?;
-        Ok((part, data.len() as u64))
+        Ok(part.publish(name)?.then_some(data.len() as u64))
     }
 }
 
@@ -2306,22 +2307,15 @@ fn fetch(caller: &Caller, peers: &[String], job: &Job, report: &Report) {
         if report.interrupted() {
             return;
         }
-        let url = &peers[p];
-        match caller
-            .download(url, &job.name, report)
-            .and_then(|(part, size)| Ok((part.publish(&job.name)?, size)))
-        {
-            Ok((true, size)) => return report.fetched(&job.name, size, url),
-            Ok((false, _)) => return report.count(|c| c.skipped += 1),
-            Err(e) => {
-                let why = format!("cannot fetch {:?}: {e:#}", job.name);
-                match job.peers.last() {
-                    Some(last) if *last != p => {
-                        report.line(true, error_line(format_args!("{why}; trying the next node")))
-                    }
-                    _ => report.failed(false, why),
-                }
+        let (name, url) = (&job.name, &peers[p]);
+        match caller.download(url, name, report) {
+            Ok(Some(size)) => return report.fetched(name, size, url),
+            Ok(None) => return report.count(|c| c.skipped += 1),
+            Err(e) if job.peers.last() != Some(&p) => {
+                let why = format!("cannot fetch {name:?}: {e:#}; trying the next node");
+                report.line(true, error_line(format_args!("{why}")));
             }
+            Err(e) => report.failed(false, format!("cannot fetch {name:?}: {e:#}")),
         }
     }
 }
