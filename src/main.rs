@@ -2350,39 +2350,30 @@ fn run_shell(node: &Node) -> Result<bool> {
     if editor.is_some() && unsafe { libc::tcgetattr(0, &mut terminal) } == 0 {
         let _ = TERMINAL.set(terminal);
     }
-    let mut lines =
-        io::stdin().lock().split(b'\n').map(|line| line.map(|l| String::from_utf8_lossy(&l).into_owned()));
+    let mut lines = io::stdin().lock().split(b'\n').map_while(Result::ok);
     let mut ok = true;
     while let Some(line) = read_command(&mut editor, &mut lines) {
         let line = line.trim();
         let (command, arg) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-        ok &= match (command, arg.trim()) {
-            ("", _) => true,
+        match (command, arg.trim()) {
+            ("", _) => {}
             ("exit" | "quit", _) => break,
-            ("help", _) => {
-                say(format_args!("{SHELL_HELP}"));
-                true
-            }
+            ("help", _) => say(format_args!("{SHELL_HELP}")),
             ("peers", _) => {
-                let mark =
-                    |url: &String| if *url == node.url { format!("{url} (this node)") } else { url.clone() };
-                lock(&node.peers).list.iter().for_each(|url| say(format_args!("{}", mark(url))));
-                true
+                let mark = |url: &String| if *url == node.url { " (this node)" } else { "" };
+                lock(&node.peers).list.iter().for_each(|url| say(format_args!("{url}{}", mark(url))));
             }
-            ("log", _) => {
-                lock(&node.log).iter().flatten().for_each(|line| say(format_args!("{line}")));
-                true
-            }
+            ("log", _) => lock(&node.log).iter().flatten().for_each(|line| say(format_args!("{line}"))),
             ("fetch", "") => {
                 say_err(format_args!("tinyp2p: fetch takes a PATTERN ('.' fetches everything)"));
-                false
+                ok = false;
             }
-            ("ls" | "fetch", pattern) => look_or_fetch(node, pattern, command == "ls"),
+            ("ls" | "fetch", pattern) => ok &= look_or_fetch(node, pattern, command == "ls"),
             (other, _) => {
                 say_err(format_args!("tinyp2p: unknown command {other:?}; help lists the commands"));
-                false
+                ok = false;
             }
-        };
+        }
     }
     Ok(ok)
 }
@@ -2391,9 +2382,9 @@ fn run_shell(node: &Node) -> Result<bool> {
 /// else the next line of input; `None` at the end of input.
 fn read_command(
     editor: &mut Option<rustyline::DefaultEditor>,
-    lines: &mut impl Iterator<Item = io::Result<String>>,
+    lines: &mut impl Iterator<Item = Vec<u8>>,
 ) -> Option<String> {
-    let Some(editor) = editor else { return lines.next()?.ok() };
+    let Some(editor) = editor else { return lines.next().map(|l| String::from_utf8_lossy(&l).into_owned()) };
     loop {
         CTRL_C.store(false, Relaxed); // a Ctrl-C from here on is for the command typed
         match editor.readline("tinyp2p> ") {
