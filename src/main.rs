@@ -1833,12 +1833,11 @@ impl Caller {
             .timeout_recv_response(Some(settings.speed_time + settings.timeout))
             .max_idle_connections_per_host(CLIENT_WORKERS)
             .build();
-        let deadline = settings.timeout * ANSWER_DEADLINE_TIMEOUTS;
         Caller {
             agent: ureq::Agent::new_with_config(config),
             password: password.as_bytes().to_vec(),
             settings,
-            deadline,
+            deadline: settings.timeout * ANSWER_DEADLINE_TIMEOUTS,
         }
     }
 
@@ -2062,10 +2061,9 @@ impl<R: Read> Read for Meter<'_, R> {
         let bars = self.report.live.as_ref().map(|(_, totals)| totals).into_iter().chain(&self.bar);
         bars.for_each(|bar| bar.inc(n as u64));
         self.window.1 += n as u64;
-        let (elapsed, limit) = (self.window.0.elapsed(), self.settings.speed_limit);
-        if elapsed >= self.settings.speed_time {
-            if (self.window.1 as f64) < limit * elapsed.as_secs_f64() {
-                let secs = elapsed.as_secs_f64();
+        let (secs, limit) = (self.window.0.elapsed().as_secs_f64(), self.settings.speed_limit);
+        if secs >= self.settings.speed_time.as_secs_f64() {
+            if (self.window.1 as f64) < limit * secs {
                 return Err(io::Error::other(format!("it sent under {limit} bytes/s for {secs:.0} s")));
             }
             self.window = (Instant::now(), 0);
@@ -2246,17 +2244,14 @@ fn gather(
 ) -> BTreeMap<String, Vec<usize>> {
     let mut offers: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (p, listing) in listings.into_iter().enumerate() {
-        let names = match listing {
-            Ok(names) => names,
-            Err(e) => {
-                report.failed(true, format!("{e:#}"));
-                continue;
-            }
-        };
+        let names = listing.unwrap_or_else(|e| {
+            report.failed(true, format!("{e:#}"));
+            Vec::new()
+        });
         for name in names {
             if !plain_name(&name) || is_part(&name) || !regex.is_match(&name) {
-                report
-                    .failed(false, format!("node {} offered the name {name:?}, which is refused", peers[p]));
+                let why = format!("node {} offered the name {name:?}, which is refused", peers[p]);
+                report.failed(false, why);
             } else if offers.get(&name).is_none_or(|at| at.last() != Some(&p)) {
                 offers.entry(name).or_default().push(p);
             }
