@@ -2197,13 +2197,9 @@ impl Report {
     }
 }
 
-/// One file to fetch, and the peers that listed it, in peer order.
-struct Job {
-    /// The file's name.
-    name: String,
-    /// Indices into the peer list.
-    peers: Vec<usize>,
-}
+/// One file to fetch: its name, and the peers that listed it (indices into the peer list),
+/// in peer order.
+type Job = (String, Vec<usize>);
 
 /// The client: every file the pattern searches, or with `list` what the network offers,
 /// from every node that `url` knows; true if nothing failed.
@@ -2272,7 +2268,7 @@ fn plan(offers: BTreeMap<String, Vec<usize>>, report: &Report) -> Vec<Job> {
         }
         let round = rounds.entry(peers[0]).or_default();
         *round += 1;
-        jobs.push((*round, peers[0], Job { name, peers }));
+        jobs.push((*round, peers[0], (name, peers)));
     }
     jobs.sort_by_key(|(round, first, _)| (*round, *first));
     jobs.into_iter().map(|(.., job)| job).collect()
@@ -2297,16 +2293,16 @@ fn show(peers: &[String], offers: &BTreeMap<String, Vec<usize>>, report: &Report
 }
 
 /// Fetches one file from the first of its peers that delivers it.
-fn fetch(caller: &Caller, peers: &[String], job: &Job, report: &Report) {
-    for &p in &job.peers {
+fn fetch(caller: &Caller, peers: &[String], (name, at): &Job, report: &Report) {
+    for &p in at {
         if report.interrupted() {
             return;
         }
-        let (name, url) = (&job.name, &peers[p]);
+        let url = &peers[p];
         match caller.download(url, name, report) {
             Ok(Some(size)) => return report.fetched(name, size, url),
             Ok(None) => return report.count(|c| c.skipped += 1),
-            Err(e) if job.peers.last() != Some(&p) => {
+            Err(e) if at.last() != Some(&p) => {
                 let why = format!("cannot fetch {name:?}: {e:#}; trying the next node");
                 report.line(true, error_line(format_args!("{why}")));
             }
