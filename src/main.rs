@@ -2197,8 +2197,10 @@ impl Report {
     }
 }
 
-/// One file to fetch: its name, and the peers that listed it (indices into the peer list),
-/// in peer order.
+/// The names offered, each with the peers offering it (indices into the peer list), in
+/// peer order.
+type Offers = BTreeMap<String, Vec<usize>>;
+/// One file to fetch: an entry of the offers.
 type Job = (String, Vec<usize>);
 
 /// The client: every file the pattern searches, or with `list` what the network offers,
@@ -2232,13 +2234,8 @@ fn client(caller: &Caller, url: &str, pattern: &str, list: bool, report: &Report
 
 /// The safe names the peers offer, each with the peers offering it, in peer order; a
 /// failed listing and a refused name are reported.
-fn gather(
-    peers: &[String],
-    listings: Vec<Result<Vec<String>>>,
-    regex: &Regex,
-    report: &Report,
-) -> BTreeMap<String, Vec<usize>> {
-    let mut offers: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+fn gather(peers: &[String], listings: Vec<Result<Vec<String>>>, regex: &Regex, report: &Report) -> Offers {
+    let mut offers = Offers::new();
     for (p, listing) in listings.into_iter().enumerate() {
         let names = listing.unwrap_or_else(|e| {
             report.failed(true, format!("{e:#}"));
@@ -2258,7 +2255,7 @@ fn gather(
 
 /// The files to fetch: each name offered that is not here yet (skipped once, however many
 /// peers list it), in rounds over the first peers, so the workers spread over the nodes.
-fn plan(offers: BTreeMap<String, Vec<usize>>, report: &Report) -> Vec<Job> {
+fn plan(offers: Offers, report: &Report) -> Vec<Job> {
     let mut rounds: HashMap<usize, usize> = HashMap::new();
     let mut jobs = Vec::new();
     for (name, peers) in offers {
@@ -2276,7 +2273,7 @@ fn plan(offers: BTreeMap<String, Vec<usize>>, report: &Report) -> Vec<Job> {
 
 /// Prints what the network offers, a line per name with the nodes offering it, then a
 /// summary; true if every node answered.
-fn show(peers: &[String], offers: &BTreeMap<String, Vec<usize>>, report: &Report) -> bool {
+fn show(peers: &[String], offers: &Offers, report: &Report) -> bool {
     let quoted: Vec<String> = offers.keys().map(|name| quoted(name)).collect();
     let width = quoted.iter().map(|q| q.chars().count()).max().unwrap_or(0).min(40);
     for (name, at) in quoted.iter().zip(offers.values()) {
