@@ -1914,8 +1914,8 @@ impl Caller {
                 && answer != Value::Bool(false)
             {
                 if !report.quiet {
-                    report
-                        .line(true, format!("tinyp2p: note: the node at {url} goes by {other}; using that"));
+                    let note = format!("tinyp2p: note: the node at {url} goes by {other}; using that");
+                    report.line(true, note);
                 }
                 return self.peer_list(other, &answer, report);
             }
@@ -1933,10 +1933,9 @@ impl Caller {
     fn peer_list(&self, url: &str, answer: &Value, report: &Report) -> Result<Vec<String>> {
         let mut peers = strings(answer, url)?;
         if peers.len() > MAX_PEERS {
-            report.line(
-                true,
-                format!("tinyp2p: warning: {url} listed {} peers; using the first {MAX_PEERS}", peers.len()),
-            );
+            let warning =
+                format!("tinyp2p: warning: {url} listed {} peers; using the first {MAX_PEERS}", peers.len());
+            report.line(true, warning);
             peers.truncate(MAX_PEERS);
         }
         Ok(peers)
@@ -2208,9 +2207,8 @@ type Job = (String, Vec<usize>);
 fn client(caller: &Caller, url: &str, pattern: &str, list: bool, report: &Report) -> Result<bool> {
     let regex = compile_regex(pattern).map_err(|e| anyhow!(e))?;
     let peers = caller.entry_peers(url, report)?;
-    let listings = parallel(&peers, CLIENT_WORKERS, |peer| match report.interrupted() {
-        true => Err(anyhow!("interrupted")),
-        false => caller.listing(peer, pattern),
+    let listings = parallel(&peers, CLIENT_WORKERS, |peer| {
+        if report.interrupted() { Err(anyhow!("interrupted")) } else { caller.listing(peer, pattern) }
     });
     let offers = gather(&peers, listings, &regex, report);
     if list {
