@@ -1810,7 +1810,7 @@ impl Transport for Post<'_> {
     ) -> Result<Self::Stream, Box<dyn std::error::Error + Send + Sync>> {
         let mut body = Vec::new();
         request.write_as_xml(&mut body)?;
-        let answer = self.caller.send(self.url, &body, true)?.into_body();
+        let answer = self.caller.send(self.url, &body, true)?;
         let read = answer.into_with_config().limit(MAX_ANSWER_BYTES).read_to_vec();
         let answer = read.map_err(|e| self.caller.plain(self.url, e.into_io()))?;
         check_answer(&answer).map_err(|why| format!("node {}: {why}", self.url))?;
@@ -1841,9 +1841,9 @@ impl Caller {
         }
     }
 
-    /// Posts an XML-RPC body to a node; its answer, which must be a 200. With `whole`, the
-    /// answer must arrive within the deadline.
-    fn send(&self, url: &str, body: &[u8], whole: bool) -> Result<ureq::http::Response<ureq::Body>> {
+    /// Posts an XML-RPC body to a node; the body of its answer, which must be a 200. With
+    /// `whole`, the answer must arrive within the deadline.
+    fn send(&self, url: &str, body: &[u8], whole: bool) -> Result<ureq::Body> {
         let mut post = self.agent.post(endpoint(url));
         if whole {
             post = post.config().timeout_global(Some(self.deadline)).build();
@@ -1851,7 +1851,7 @@ impl Caller {
         let answer =
             post.header("Content-Type", "text/xml").send(body).map_err(|e| self.plain(url, e.into_io()))?;
         match answer.status().as_u16() {
-            200 => Ok(answer),
+            200 => Ok(answer.into_body()),
             code @ 300..400 => bail!("node {url} answered HTTP {code}, a redirect, which is not followed"),
             code => bail!("node {url} answered HTTP {code}"),
         }
@@ -1958,7 +1958,7 @@ impl Caller {
     fn download(&self, url: &str, name: &str, report: &Report) -> Result<Option<u64>> {
         let mut part = Part::create().map_err(|e| anyhow!("cannot create a file here: {}", words(&e)))?;
         let request = call_xml(&token(&self.password, node_base(url)), 2, Value::from(name));
-        let answer = self.send(url, &request, false)?.into_body();
+        let answer = self.send(url, &request, false)?;
         let bar = report.bar(name, answer.content_length());
         let answer = answer.into_reader();
         let mut meter = Meter { answer, report, bar, settings: self.settings, window: (Instant::now(), 0) };
