@@ -2117,9 +2117,8 @@ impl Report {
     fn new(settings: &Settings, live: bool) -> Report {
         let live = (live && !settings.quiet && io::stderr().is_terminal()).then(|| {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(5));
-            let totals = ProgressBar::no_length()
-                .with_style(style("{prefix} {binary_bytes} received at {binary_bytes_per_sec}"));
-            (multi.clone(), multi.add(totals))
+            let totals = style("{prefix} {binary_bytes} received at {binary_bytes_per_sec}");
+            (multi.clone(), multi.add(ProgressBar::no_length().with_style(totals)))
         });
         let (started, quiet) = (Instant::now(), settings.quiet);
         Report { interrupted: AtomicBool::new(false), counts: Mutex::default(), started, quiet, live }
