@@ -1801,7 +1801,7 @@ impl Transport for Post<'_> {
     ) -> Result<Self::Stream, Box<dyn std::error::Error + Send + Sync>> {
         let mut body = Vec::new();
         request.write_as_xml(&mut body)?;
-        let answer = self.caller.send(self.url, &body, true)?.into_body();
+        let answer = self.caller.send(self.url, &body, true)?;
         let read = answer.into_with_config().limit(MAX_ANSWER_BYTES).read_to_vec();
         let answer = read.map_err(|e| self.caller.plain(self.url, e.into_io()))?;
         check_answer(&answer).map_err(|why| format!("node {}: {why}", self.url))?;
@@ -1824,18 +1824,17 @@ impl Caller {
             .timeout_recv_response(Some(settings.speed_time + settings.timeout))
             .max_idle_connections_per_host(CLIENT_WORKERS)
             .build();
-        let deadline = settings.timeout * ANSWER_DEADLINE_TIMEOUTS;
         Caller {
             agent: ureq::Agent::new_with_config(config),
             password: password.as_bytes().to_vec(),
             settings,
-            deadline,
+            deadline: settings.timeout * ANSWER_DEADLINE_TIMEOUTS,
         }
     }
 
-    /// Posts an XML-RPC body to a node; its answer, which must be a 200. With `whole`, the
-    /// answer must arrive within the deadline.
-    fn send(&self, url: &str, body: &[u8], whole: bool) -> Result<ureq::http::Response<ureq::Body>> {
+    /// Posts an XML-RPC body to a node; the body of its answer, which must be a 200. With
+    /// `whole`, the answer must arrive within the deadline.
+    fn send(&self, url: &str, body: &[u8], whole: bool) -> Result<ureq::Body> {
         let mut post = self.agent.post(endpoint(url));
         if whole {
             post = post.config().timeout_global(Some(self.deadline)).build();
@@ -1843,7 +1842,7 @@ impl Caller {
         let answer =
             post.header("Content-Type", "text/xml").send(body).map_err(|e| self.plain(url, e.into_io()))?;
         match answer.status().as_u16() {
-            200 => Ok(answer),
+            200 => Ok(answer.into_body()),
             code @ 300..400 => bail!("node {url} answered HTTP {code}, a redirect, which is not followed"),
             code => bail!("node {url} answered HTTP {code}"),
         }
@@ -1906,8 +1905,8 @@ impl Caller {
                 && answer != Value::Bool(false)
             {
                 if !report.quiet {
-                    report
-                        .line(true, format!("tinyp2p: note: the node at {url} goes by {other}; using that"));
+                    let note = format!("tinyp2p: note: the node at {url} goes by {other}; using that");
+                    report.line(true, note);
                 }
                 return self.peer_list(other, &answer, report);
             }
@@ -1925,10 +1924,9 @@ impl Caller {
     fn peer_list(&self, url: &str, answer: &Value, report: &Report) -> Result<Vec<String>> {
         let mut peers = strings(answer, url)?;
         if peers.len() > MAX_PEERS {
-            report.line(
-                true,
-                format!("tinyp2p: warning: {url} listed {} peers; using the first {MAX_PEERS}", peers.len()),
-            );
+            let warning =
+                format!("tinyp2p: warning: {url} listed {} peers; using the first {MAX_PEERS}", peers.len());
+            report.line(true, warning);
             peers.truncate(MAX_PEERS);
         }
         Ok(peers)
@@ -1946,19 +1944,20 @@ impl Caller {
         }
     }
 
-    /// Downloads `name` from `url` into a new unnamed file, streaming the common case.
-    fn download(&self, url: &str, name: &str, report: &Report) -> Result<(Part, u64)> {
+    /// Downloads `name` from `url` into a new unnamed file, streaming the common case, and
+    /// gives it its name: its size, or `None` if that name exists by now.
+    fn download(&self, url: &str, name: &str, report: &Report) -> Result<Option<u64>> {
         let mut part = Part::create().map_err(|e| anyhow!("cannot create a file here: {}", words(&e)))?;
         let request = call_xml(&token(&self.password, node_base(url)), 2, Value::from(name));
         let answer = self.send(url, &request, false)?;
-        let size = answer.headers().get("content-length").and_then(|v| v.to_str().ok()?.parse().ok());
-        let (answer, bar) = (answer.into_body().into_reader(), report.bar(name, size));
+        let bar = report.bar(name, answer.content_length());
+        let answer = answer.into_reader();
         let mut meter = Meter { answer, report, bar, settings: self.settings, window: (Instant::now(), 0) };
         let mut out = BufWriter::with_capacity(WRITE_BUFFER, &mut part.file);
         let streamed = decode_content(&mut meter, &mut out).and_then(|n| out.flush().map(|()| n));
         drop(out);
         if let Some(size) = streamed.map_err(|e| self.plain(url, e))? {
-            return Ok((part, size));
+            return Ok(part.publish(name)?.then_some(size));
         }
         // Not a plain string or base64 answer: ask again, and let the xmlrpc crate read it.
         part.file.set_len(0).and_then(|()| part.file.rewind())?;
@@ -1968,7 +1967,7 @@ impl Caller {
             other => return Err(unexpected(&other, url, "the file")),
         };
         part.file.write_all(&data).map_err(|e| self.plain(url, e))?;
-        Ok((part, data.len() as u64))
+        Ok(part.publish(name)?.then_some(data.len() as u64))
     }
 }
 
@@ -2052,10 +2051,9 @@ impl<R: Read> Read for Meter<'_, R> {
         let bars = self.report.live.as_ref().map(|(_, totals)| totals).into_iter().chain(&self.bar);
         bars.for_each(|bar| bar.inc(n as u64));
         self.window.1 += n as u64;
-        let (elapsed, limit) = (self.window.0.elapsed(), self.settings.speed_limit);
-        if elapsed >= self.settings.speed_time {
-            if (self.window.1 as f64) < limit * elapsed.as_secs_f64() {
-                let secs = elapsed.as_secs_f64();
+        let (secs, limit) = (self.window.0.elapsed().as_secs_f64(), self.settings.speed_limit);
+        if secs >= self.settings.speed_time.as_secs_f64() {
+            if (self.window.1 as f64) < limit * secs {
                 return Err(io::Error::other(format!("it sent under {limit} bytes/s for {secs:.0} s")));
             }
             self.window = (Instant::now(), 0);
@@ -2110,9 +2108,8 @@ impl Report {
     fn new(settings: &Settings, live: bool) -> Report {
         let live = (live && !settings.quiet && io::stderr().is_terminal()).then(|| {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(5));
-            let totals = ProgressBar::no_length()
-                .with_style(style("{prefix} {binary_bytes} received at {binary_bytes_per_sec}"));
-            (multi.clone(), multi.add(totals))
+            let totals = style("{prefix} {binary_bytes} received at {binary_bytes_per_sec}");
+            (multi.clone(), multi.add(ProgressBar::no_length().with_style(totals)))
         });
         let (started, quiet) = (Instant::now(), settings.quiet);
         Report { interrupted: AtomicBool::new(false), counts: Mutex::default(), started, quiet, live }
@@ -2175,46 +2172,33 @@ impl Report {
         Some(multi.add(bar.with_message(quoted(name))))
     }
 
-    /// Clears the live status and prints the summary; true if nothing failed.
-    fn finish(&self, nodes: usize) -> bool {
+    /// Clears the live status and prints the summary line `summary` makes of the counts;
+    /// true if nothing failed.
+    fn finish(&self, summary: impl FnOnce(&Counts) -> String) -> bool {
         if let Some((multi, _)) = &self.live {
             let _ = multi.clear();
         }
         let c = lock(&self.counts);
         if !self.quiet {
-            let unreachable = c.unreachable;
-            let dead = if unreachable > 0 {
-                format!(", {unreachable} of {nodes} nodes unreachable")
-            } else {
-                String::new()
-            };
-            let (secs, bytes) = (self.started.elapsed().as_secs_f64(), HumanBytes(c.bytes));
-            let (f, s, e) = (c.fetched, c.skipped, c.failed);
-            self.line(
-                false,
-                format!("done: {f} fetched, {s} skipped, {e} failed{dead}; {bytes} in {secs:.2} s"),
-            );
+            self.line(false, summary(&c));
         }
         c.failed == 0 && c.unreachable == 0
     }
 }
 
-/// One file to fetch, and the peers that listed it, in peer order.
-struct Job {
-    /// The file's name.
-    name: String,
-    /// Indices into the peer list.
-    peers: Vec<usize>,
-}
+/// The names offered, each with the peers offering it (indices into the peer list), in
+/// peer order.
+type Offers = BTreeMap<String, Vec<usize>>;
+/// One file to fetch: an entry of the offers.
+type Job = (String, Vec<usize>);
 
 /// The client: every file the pattern searches, or with `list` what the network offers,
 /// from every node that `url` knows; true if nothing failed.
 fn client(caller: &Caller, url: &str, pattern: &str, list: bool, report: &Report) -> Result<bool> {
     let regex = compile_regex(pattern).map_err(|e| anyhow!(e))?;
     let peers = caller.entry_peers(url, report)?;
-    let listings = parallel(&peers, CLIENT_WORKERS, |peer| match report.interrupted() {
-        true => Err(anyhow!("interrupted")),
-        false => caller.listing(peer, pattern),
+    let listings = parallel(&peers, CLIENT_WORKERS, |peer| {
+        if report.interrupted() { Err(anyhow!("interrupted")) } else { caller.listing(peer, pattern) }
     });
     let offers = gather(&peers, listings, &regex, report);
     if list {
@@ -2225,30 +2209,30 @@ fn client(caller: &Caller, url: &str, pattern: &str, list: bool, report: &Report
     let jobs = plan(offers, report);
     report.count(|c| c.to_fetch = jobs.len());
     parallel(&jobs, CLIENT_WORKERS, |job| fetch(caller, &peers, job, report));
-    Ok(report.finish(peers.len()))
+    Ok(report.finish(|c| {
+        let dead = match c.unreachable {
+            0 => String::new(),
+            n => format!(", {n} of {} nodes unreachable", peers.len()),
+        };
+        let (secs, bytes) = (report.started.elapsed().as_secs_f64(), HumanBytes(c.bytes));
+        let (f, s, e) = (c.fetched, c.skipped, c.failed);
+        format!("done: {f} fetched, {s} skipped, {e} failed{dead}; {bytes} in {secs:.2} s")
+    }))
 }
 
 /// The safe names the peers offer, each with the peers offering it, in peer order; a
 /// failed listing and a refused name are reported.
-fn gather(
-    peers: &[String],
-    listings: Vec<Result<Vec<String>>>,
-    regex: &Regex,
-    report: &Report,
-) -> BTreeMap<String, Vec<usize>> {
-    let mut offers: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+fn gather(peers: &[String], listings: Vec<Result<Vec<String>>>, regex: &Regex, report: &Report) -> Offers {
+    let mut offers = Offers::new();
     for (p, listing) in listings.into_iter().enumerate() {
-        let names = match listing {
-            Ok(names) => names,
-            Err(e) => {
-                report.failed(true, format!("{e:#}"));
-                continue;
-            }
-        };
+        let names = listing.unwrap_or_else(|e| {
+            report.failed(true, format!("{e:#}"));
+            Vec::new()
+        });
         for name in names {
             if !plain_name(&name) || is_part(&name) || !regex.is_match(&name) {
-                report
-                    .failed(false, format!("node {} offered the name {name:?}, which is refused", peers[p]));
+                let why = format!("node {} offered the name {name:?}, which is refused", peers[p]);
+                report.failed(false, why);
             } else if offers.get(&name).is_none_or(|at| at.last() != Some(&p)) {
                 offers.entry(name).or_default().push(p);
             }
@@ -2259,7 +2243,7 @@ fn gather(
 
 /// The files to fetch: each name offered that is not here yet (skipped once, however many
 /// peers list it), in rounds over the first peers, so the workers spread over the nodes.
-fn plan(offers: BTreeMap<String, Vec<usize>>, report: &Report) -> Vec<Job> {
+fn plan(offers: Offers, report: &Report) -> Vec<Job> {
     let mut rounds: HashMap<usize, usize> = HashMap::new();
     let mut jobs = Vec::new();
     for (name, peers) in offers {
@@ -2269,7 +2253,7 @@ fn plan(offers: BTreeMap<String, Vec<usize>>, report: &Report) -> Vec<Job> {
         }
         let round = rounds.entry(peers[0]).or_default();
         *round += 1;
-        jobs.push((*round, peers[0], Job { name, peers }));
+        jobs.push((*round, peers[0], (name, peers)));
     }
     jobs.sort_by_key(|(round, first, _)| (*round, *first));
     jobs.into_iter().map(|(.., job)| job).collect()
@@ -2277,49 +2261,37 @@ fn plan(offers: BTreeMap<String, Vec<usize>>, report: &Report) -> Vec<Job> {
 
 /// Prints what the network offers, a line per name with the nodes offering it, then a
 /// summary; true if every node answered.
-fn show(peers: &[String], offers: &BTreeMap<String, Vec<usize>>, report: &Report) -> bool {
+fn show(peers: &[String], offers: &Offers, report: &Report) -> bool {
     let quoted: Vec<String> = offers.keys().map(|name| quoted(name)).collect();
     let width = quoted.iter().map(|q| q.chars().count()).max().unwrap_or(0).min(40);
     for (name, at) in quoted.iter().zip(offers.values()) {
         let nodes: Vec<&str> = at.iter().map(|&p| peers[p].as_str()).collect();
         report.line(false, format!("{name:width$}  {}", nodes.join(", ")));
     }
-    let (unreachable, failed) = {
-        let c = lock(&report.counts);
-        (c.unreachable, c.failed)
-    };
-    if !report.quiet {
-        let dead = if unreachable > 0 { format!(", {unreachable} did not answer") } else { String::new() };
-        report.line(
-            false,
-            format!("{} on {}{dead}", plural(offers.len(), "name"), plural(peers.len(), "node")),
-        );
-    }
-    unreachable == 0 && failed == 0
+    report.finish(|c| {
+        let dead = match c.unreachable {
+            0 => String::new(),
+            n => format!(", {n} did not answer"),
+        };
+        format!("{} on {}{dead}", plural(offers.len(), "name"), plural(peers.len(), "node"))
+    })
 }
 
 /// Fetches one file from the first of its peers that delivers it.
-fn fetch(caller: &Caller, peers: &[String], job: &Job, report: &Report) {
-    for &p in &job.peers {
+fn fetch(caller: &Caller, peers: &[String], (name, at): &Job, report: &Report) {
+    for &p in at {
         if report.interrupted() {
             return;
         }
         let url = &peers[p];
-        match caller
-            .download(url, &job.name, report)
-            .and_then(|(part, size)| Ok((part.publish(&job.name)?, size)))
-        {
-            Ok((true, size)) => return report.fetched(&job.name, size, url),
-            Ok((false, _)) => return report.count(|c| c.skipped += 1),
-            Err(e) => {
-                let why = format!("cannot fetch {:?}: {e:#}", job.name);
-                match job.peers.last() {
-                    Some(last) if *last != p => {
-                        report.line(true, error_line(format_args!("{why}; trying the next node")))
-                    }
-                    _ => report.failed(false, why),
-                }
+        match caller.download(url, name, report) {
+            Ok(Some(size)) => return report.fetched(name, size, url),
+            Ok(None) => return report.count(|c| c.skipped += 1),
+            Err(e) if at.last() != Some(&p) => {
+                let why = format!("cannot fetch {name:?}: {e:#}; trying the next node");
+                report.line(true, error_line(format_args!("{why}")));
             }
+            Err(e) => report.failed(false, format!("cannot fetch {name:?}: {e:#}")),
         }
     }
 }
@@ -2354,39 +2326,30 @@ fn run_shell(node: &Node) -> Result<bool> {
     if editor.is_some() && unsafe { libc::tcgetattr(0, &mut terminal) } == 0 {
         let _ = TERMINAL.set(terminal);
     }
-    let mut lines =
-        io::stdin().lock().split(b'\n').map(|line| line.map(|l| String::from_utf8_lossy(&l).into_owned()));
+    let mut lines = io::stdin().lock().split(b'\n').map_while(Result::ok);
     let mut ok = true;
     while let Some(line) = read_command(&mut editor, &mut lines) {
         let line = line.trim();
         let (command, arg) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-        ok &= match (command, arg.trim()) {
-            ("", _) => true,
+        match (command, arg.trim()) {
+            ("", _) => {}
             ("exit" | "quit", _) => break,
-            ("help", _) => {
-                say(format_args!("{SHELL_HELP}"));
-                true
-            }
+            ("help", _) => say(format_args!("{SHELL_HELP}")),
             ("peers", _) => {
-                let mark =
-                    |url: &String| if *url == node.url { format!("{url} (this node)") } else { url.clone() };
-                lock(&node.peers).list.iter().for_each(|url| say(format_args!("{}", mark(url))));
-                true
+                let mark = |url: &String| if *url == node.url { " (this node)" } else { "" };
+                lock(&node.peers).list.iter().for_each(|url| say(format_args!("{url}{}", mark(url))));
             }
-            ("log", _) => {
-                lock(&node.log).iter().flatten().for_each(|line| say(format_args!("{line}")));
-                true
-            }
+            ("log", _) => lock(&node.log).iter().flatten().for_each(|line| say(format_args!("{line}"))),
             ("fetch", "") => {
                 say_err(format_args!("tinyp2p: fetch takes a PATTERN ('.' fetches everything)"));
-                false
+                ok = false;
             }
-            ("ls" | "fetch", pattern) => look_or_fetch(node, pattern, command == "ls"),
+            ("ls" | "fetch", pattern) => ok &= look_or_fetch(node, pattern, command == "ls"),
             (other, _) => {
                 say_err(format_args!("tinyp2p: unknown command {other:?}; help lists the commands"));
-                false
+                ok = false;
             }
-        };
+        }
     }
     Ok(ok)
 }
@@ -2395,9 +2358,9 @@ fn run_shell(node: &Node) -> Result<bool> {
 /// else the next line of input; `None` at the end of input.
 fn read_command(
     editor: &mut Option<rustyline::DefaultEditor>,
-    lines: &mut impl Iterator<Item = io::Result<String>>,
+    lines: &mut impl Iterator<Item = Vec<u8>>,
 ) -> Option<String> {
-    let Some(editor) = editor else { return lines.next()?.ok() };
+    let Some(editor) = editor else { return lines.next().map(|l| String::from_utf8_lossy(&l).into_owned()) };
     loop {
         CTRL_C.store(false, Relaxed); // a Ctrl-C from here on is for the command typed
         match editor.readline("tinyp2p> ") {
