@@ -259,7 +259,7 @@ fn quoted(name: &str) -> String {
 }
 
 /// An error line as every one is printed: `tinyp2p: ` and the words on one printable line.
-fn error_line(what: fmt::Arguments<'_>) -> String {
+fn error_line(what: impl fmt::Display) -> String {
     format!("tinyp2p: {}", printable(&what.to_string()))
 }
 
@@ -2135,7 +2135,7 @@ impl Report {
         if self.interrupted() {
             return;
         }
-        let print = || if err { say_err(format_args!("{text}")) } else { say(format_args!("{text}")) };
+        let print = || if err { say_err(&text) } else { say(&text) };
         match &self.live {
             Some((multi, _)) => multi.suspend(print),
             None => print(),
@@ -2162,7 +2162,7 @@ impl Report {
     /// Something failed: a file, or (`node`) a whole node.
     fn failed(&self, node: bool, why: String) {
         self.count(|c| if node { c.unreachable += 1 } else { c.failed += 1 });
-        self.line(true, error_line(format_args!("{why}")));
+        self.line(true, error_line(why));
     }
 
     /// A download's own line in the live status, when the download is large.
@@ -2289,7 +2289,7 @@ fn fetch(caller: &Caller, peers: &[String], (name, at): &Job, report: &Report) {
             Ok(None) => return report.count(|c| c.skipped += 1),
             Err(e) if at.last() != Some(&p) => {
                 let why = format!("cannot fetch {name:?}: {e:#}; trying the next node");
-                report.line(true, error_line(format_args!("{why}")));
+                report.line(true, error_line(why));
             }
             Err(e) => report.failed(false, format!("cannot fetch {name:?}: {e:#}")),
         }
@@ -2334,12 +2334,12 @@ fn run_shell(node: &Node) -> Result<bool> {
         match (command, arg.trim()) {
             ("", _) => {}
             ("exit" | "quit", _) => break,
-            ("help", _) => say(format_args!("{SHELL_HELP}")),
+            ("help", _) => say(SHELL_HELP),
             ("peers", _) => {
                 let mark = |url: &String| if *url == node.url { " (this node)" } else { "" };
                 lock(&node.peers).list.iter().for_each(|url| say(format_args!("{url}{}", mark(url))));
             }
-            ("log", _) => lock(&node.log).iter().flatten().for_each(|line| say(format_args!("{line}"))),
+            ("log", _) => lock(&node.log).iter().flatten().for_each(say),
             ("fetch", "") => {
                 say_err(format_args!("tinyp2p: fetch takes a PATTERN ('.' fetches everything)"));
                 ok = false;
@@ -2391,7 +2391,7 @@ fn look_or_fetch(node: &Node, pattern: &str, list: bool) -> bool {
         }
     };
     outcome.unwrap_or_else(|e| {
-        say_err(format_args!("{}", error_line(format_args!("{e:#}"))));
+        say_err(error_line(format_args!("{e:#}")));
         false
     })
 }
