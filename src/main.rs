@@ -66,8 +66,8 @@ Exit status: 0 all went well, 1 something failed, 2 the command line or a settin
 
 /// What the command line asks for.
 enum Cli {
-    Help,
-    Version,
+    /// `--help` or `--version`: the text to print.
+    Show(String),
     /// `server` or `shell`: share this folder as `http://HOST:PORT`, joining via `peers`.
     Node {
         /// The network's password.
@@ -145,8 +145,7 @@ fn main() -> ExitCode {
 /// Runs what the command line asked for; `Ok(false)` when some part of it failed.
 fn run(cli: Cli, settings: Settings) -> Result<bool> {
     match cli {
-        Cli::Help => say(format_args!("{SYNOPSIS}\n{HELP}")),
-        Cli::Version => say(format_args!("tinyp2p {}", env!("CARGO_PKG_VERSION"))),
+        Cli::Show(text) => say(text),
         Cli::Node { password, host, port, peers, shell } => {
             return serve(Caller::new(&password, settings), &host, port, &peers, shell);
         }
@@ -171,8 +170,8 @@ fn parse_cli(args: Vec<OsString>) -> Result<(Cli, Settings), UsageError> {
     let mode = args.get(1).map(String::as_str);
     let cli = match (args.first().map(String::as_str), mode, args.len()) {
         (None, ..) => return Err(usage("missing arguments")),
-        (Some("-h" | "--help"), ..) => Cli::Help,
-        (Some("-V" | "--version"), ..) => Cli::Version,
+        (Some("-h" | "--help"), ..) => Cli::Show(format!("{SYNOPSIS}\n{HELP}")),
+        (Some("-V" | "--version"), ..) => Cli::Show(format!("tinyp2p {}", env!("CARGO_PKG_VERSION"))),
         (_, Some("server" | "shell"), 4..) => {
             let port = args[3]
                 .parse()
