@@ -17,7 +17,7 @@ use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -1376,9 +1376,6 @@ const HUGE_BLOCK: usize = 1 << 30;
 /// Largest unread body whose drain buffer can surely be mapped: 32 TiB of 128 TiB of
 /// address space (item 5).
 const MAPPABLE: u64 = 1 << 45;
-/// A worker's mark while it waits for a request, and once it has left.
-const IDLE: u64 = 0;
-const GONE: u64 = u64::MAX;
 
 /// A listener whose connections inherit TCP_NODELAY and the read and write timeouts (items 1, 2).
 fn listen(host: &str, port: u16, timeout: Duration) -> Result<TcpListener> {
@@ -1399,12 +1396,10 @@ struct Pool {
     node: Arc<Node>,
     /// The listening socket, shared by every server started on it.
     listener: Arc<TcpListener>,
-    /// Each worker's mark: when its request began (ms since `origin`), IDLE or GONE.
-    workers: Mutex<Vec<Arc<AtomicU64>>>,
-    /// The pool's clock.
-    origin: Instant,
-    /// When the last request came, ms since `origin`.
-    last: AtomicU64,
+    /// Each worker's mark: when its request began, None while it waits for one.
+    workers: Mutex<Vec<Arc<Mutex<Option<Instant>>>>>,
+    /// When the last request came.
+    last: Mutex<Instant>,
     /// Workers asked to leave, because more than enough are free.
     surplus: AtomicUsize,
     /// Set once the server stopped accepting: its workers leave when it falls quiet.
@@ -1421,8 +1416,7 @@ impl Pool {
             node: node.clone(),
             listener,
             workers: Mutex::default(),
-            origin: Instant::now(),
-            last: AtomicU64::new(0),
+            last: Mutex::new(Instant::now()),
             surplus: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
         });
@@ -1431,16 +1425,11 @@ impl Pool {
         Ok(())
     }
 
-    /// Milliseconds since the pool started, plus one, so that no mark reads IDLE.
-    fn now(&self) -> u64 {
-        self.origin.elapsed().as_millis() as u64 + 1
-    }
-
     /// Starts up to `n` more workers, within MAX_WORKERS and the threads the system gives.
     fn add(self: &Arc<Self>, n: usize) {
         let mut workers = lock(&self.workers);
         for _ in 0..n.min(MAX_WORKERS.saturating_sub(workers.len())) {
-            let (pool, mark) = (self.clone(), Arc::new(AtomicU64::new(IDLE)));
+            let (pool, mark) = (self.clone(), Arc::new(Mutex::new(None)));
             let own = mark.clone();
             if std::thread::Builder::new().spawn(move || pool.work(&own)).is_err() {
                 break;
@@ -1450,20 +1439,20 @@ impl Pool {
     }
 
     /// A worker: answers requests until it is surplus, or its server is retired and quiet.
-    fn work(&self, mark: &AtomicU64) {
+    fn work(&self, mark: &Mutex<Option<Instant>>) {
         loop {
             match self.server.recv_timeout(Duration::from_secs(1)) {
                 Ok(Some(request)) => {
-                    self.last.store(self.now(), Relaxed);
-                    mark.store(self.now(), Relaxed);
+                    *lock(&self.last) = Instant::now();
+                    *lock(mark) = Some(Instant::now());
                     // a bug in one answer costs that answer (the hook prints it), not the worker
                     let _ = std::panic::catch_unwind(AssertUnwindSafe(|| handle(&self.node, request)));
-                    mark.store(IDLE, Relaxed);
+                    *lock(mark) = None;
                 }
                 // its idle connections have timed out by now (item 2): none can bring a request
                 Ok(None)
                     if self.retired.load(Relaxed)
-                        && self.idle_for() > 2 * self.node.caller.settings.timeout =>
+                        && lock(&self.last).elapsed() > 2 * self.node.caller.settings.timeout =>
                 {
                     break;
                 }
@@ -1474,12 +1463,6 @@ impl Pool {
                 break;
             }
         }
-        mark.store(GONE, Relaxed);
-    }
-
-    /// How long since the last request came.
-    fn idle_for(&self) -> Duration {
-        Duration::from_millis(self.now().saturating_sub(self.last.load(Relaxed)))
     }
 
     /// Every POOL_TICK: keeps MIN_WORKERS free, nudges tiny_http's pool, watches the accept
@@ -1507,7 +1490,7 @@ impl Pool {
             if queued >= ACCEPT_STALL {
                 self.retire(None);
             }
-            let busy = held > 0 || self.idle_for() < Duration::from_secs(1);
+            let busy = held > 0 || lock(&self.last).elapsed() < Duration::from_secs(1);
             let due = busy || tick % (idle_nudge.as_millis() / POOL_TICK.as_millis()).max(1) as u32 == 0;
             if queued.is_zero() && due {
                 let addr = self.listener.local_addr();
@@ -1522,12 +1505,11 @@ impl Pool {
 
     /// The workers held by one request longer than WORKER_STUCK, and the free ones.
     fn count(&self) -> (usize, usize) {
-        let now = self.now();
-        let stuck = WORKER_STUCK.as_millis() as u64;
         let mut workers = lock(&self.workers);
-        workers.retain(|mark| mark.load(Relaxed) != GONE);
-        let is_held = |since: u64| since != IDLE && now.saturating_sub(since) >= stuck;
-        let held = workers.iter().filter(|mark| is_held(mark.load(Relaxed))).count();
+        // a worker that has left dropped its own handle on its mark
+        workers.retain(|mark| Arc::strong_count(mark) > 1);
+        let held =
+            workers.iter().filter(|mark| lock(mark).is_some_and(|t| t.elapsed() >= WORKER_STUCK)).count();
         (held, workers.len() - held)
     }
 
