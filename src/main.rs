@@ -1457,7 +1457,8 @@ impl Pool {
                     break;
                 }
                 Ok(None) => {}
-                Err(e) => self.retire(Some(e)),
+                // an accept that timed out is routine (item 2); anything else is worth a line
+                Err(e) => self.retire((e.kind() != io::ErrorKind::WouldBlock).then(|| e.to_string())),
             }
             if self.surplus.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_ok() {
                 break;
@@ -1466,20 +1467,18 @@ impl Pool {
     }
 
     /// Every POOL_TICK: keeps MIN_WORKERS free, nudges tiny_http's pool, watches the accept
-    /// loop, and every second gives free memory back. Ends when a retired pool's workers have.
+    /// loop, and every second gives free memory back. Ends once the server is retired: its
+    /// workers leave by themselves.
     fn keep(self: Arc<Self>) {
         let idle_nudge = (self.node.caller.settings.timeout / 2).min(Duration::from_secs(1));
-        let (mut tick, mut queued) = (0u32, Duration::ZERO);
-        loop {
+        let nudge_every = (idle_nudge.as_millis() / POOL_TICK.as_millis()).max(1) as u64;
+        let mut queued = Duration::ZERO;
+        for tick in 1u64.. {
             std::thread::sleep(POOL_TICK);
-            tick = tick.wrapping_add(1);
-            let (held, free) = self.count();
             if self.retired.load(Relaxed) {
-                if held + free == 0 {
-                    return;
-                }
-                continue;
+                return;
             }
+            let (held, free) = self.count();
             if free < MIN_WORKERS {
                 self.add(held.max(MIN_WORKERS));
             } else {
@@ -1488,13 +1487,13 @@ impl Pool {
             }
             queued = if listen_queue(&self.listener) > 0 { queued + POOL_TICK } else { Duration::ZERO };
             if queued >= ACCEPT_STALL {
-                self.retire(None);
+                self.retire(Some("connections were left waiting".into()));
             }
             let busy = held > 0 || lock(&self.last).elapsed() < Duration::from_secs(1);
-            let due = busy || tick % (idle_nudge.as_millis() / POOL_TICK.as_millis()).max(1) as u32 == 0;
+            let due = busy || tick % nudge_every == 0;
             if queued.is_zero() && due {
-                let addr = self.listener.local_addr();
-                (0..NUDGES).take_while(|_| addr.as_ref().is_ok_and(|addr| !nudge(addr))).for_each(drop);
+                // one after another, until one is taken up at once
+                let _taken = (0..NUDGES).any(|_| nudge(&self.listener));
             }
             if tick % 50 == 0 {
                 // SAFETY: malloc_trim only releases free memory of the C allocator.
@@ -1513,14 +1512,13 @@ impl Pool {
         (held, workers.len() - held)
     }
 
-    /// Marks this server retired (its accept loop has ended) and serves on from a new one.
-    fn retire(&self, why: Option<io::Error>) {
+    /// Marks this server retired (its accept loop has ended), says `why` if given, and serves
+    /// on from a new one.
+    fn retire(&self, why: Option<String>) {
         if self.retired.swap(true, Relaxed) {
             return;
         }
-        // an accept that timed out is routine (item 2); anything else is worth a line
-        if why.as_ref().is_none_or(|e| e.kind() != io::ErrorKind::WouldBlock) {
-            let why = why.map_or("connections were left waiting".into(), |e| e.to_string());
+        if let Some(why) = why {
             self.node.note(format!("tinyp2p: stopped accepting connections ({why}); serving again"));
         }
         let (node, listener) = (self.node.clone(), self.listener.clone());
@@ -1539,9 +1537,11 @@ impl Pool {
 }
 
 /// Connects to this node and half-closes; true if tiny_http took the connection up (and
-/// closed it) within POOL_TICK, false if it sits queued behind others (item 4).
-fn nudge(addr: &SocketAddr) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(addr, POOL_TICK) else { return true };
+/// closed it) within POOL_TICK, or none could be made; false if it sits queued behind
+/// others (item 4).
+fn nudge(listener: &TcpListener) -> bool {
+    let connected = listener.local_addr().and_then(|addr| TcpStream::connect_timeout(&addr, POOL_TICK));
+    let Ok(mut stream) = connected else { return true };
     let _ = stream.shutdown(std::net::Shutdown::Write);
     let _ = stream.set_read_timeout(Some(POOL_TICK));
     matches!(stream.read(&mut [0u8; 1]), Ok(0))
