@@ -1550,17 +1550,12 @@ fn nudge(listener: &TcpListener) -> bool {
 /// Connections waiting in the listen queue, not yet accepted (item 6): on a listening
 /// socket, Linux reports the accept queue's length in `tcpi_unacked`.
 fn listen_queue(listener: &TcpListener) -> u32 {
+    let fd = listener.as_raw_fd();
     // SAFETY: the kernel fills at most `len` bytes of a tcp_info for a valid socket.
     unsafe {
         let mut info: libc::tcp_info = std::mem::zeroed();
-        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-        let rc = libc::getsockopt(
-            listener.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&raw mut info).cast(),
-            &mut len,
-        );
+        let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, (&raw mut info).cast(), &mut len);
         if rc == 0 { info.tcpi_unacked } else { 0 }
     }
 }
@@ -1603,10 +1598,8 @@ fn sockets_to(peer: Option<SocketAddr>) -> Vec<ManuallyDrop<TcpStream>> {
 fn send_content(request: Request, file: File, plan: Survey) -> io::Result<()> {
     let (head, tail) = content_frame(plan.encoding);
     let len = head.len() as u64 + plan.encoded + tail.len() as u64;
-    let http = format!(
-        "HTTP/{} 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {len}\r\n\r\n",
-        request.http_version()
-    );
+    let version = request.http_version();
+    let http = format!("HTTP/{version} 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {len}\r\n\r\n");
     let mut out =
         BufWriter::with_capacity(buffer_for(http.len() as u64 + len, SEND_BUFFER), request.into_writer());
     out.write_all(http.as_bytes())?;
@@ -1671,10 +1664,8 @@ unsafe impl GlobalAlloc for Allocator {
         if !huge(layout) {
             return unsafe { System.alloc(layout) };
         }
-        let (prot, flags) = (
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-        );
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
         let block = unsafe { libc::mmap(std::ptr::null_mut(), layout.size(), prot, flags, -1, 0) };
         if block == libc::MAP_FAILED { std::ptr::null_mut() } else { block.cast() }
     }
