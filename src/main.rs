@@ -1638,10 +1638,8 @@ fn parallel<T: Sync, R: Send>(items: &[T], workers: usize, work: impl Fn(&T) -> 
             let _ = first_done.recv_timeout(WORKER_STAGGER);
         }
     });
-    results
-        .into_iter()
-        .map(|r| r.into_inner().unwrap_or_else(PoisonError::into_inner).expect("every item ran"))
-        .collect()
+    // every item has its result: a panic in `work` would have gone on through the scope
+    results.into_iter().flat_map(|r| r.into_inner().unwrap_or_else(PoisonError::into_inner)).collect()
 }
 
 /// The global allocator: the system's, but blocks of HUGE_BLOCK or more are mapped with
