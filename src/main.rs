@@ -1440,6 +1440,9 @@ impl Pool {
 
     /// A worker: answers requests until it is surplus, or its server is retired and quiet.
     fn work(&self, mark: &Mutex<Option<Instant>>) {
+        // this long without a request, a retired server's idle connections have all timed out
+        // (item 2): none can bring a request any more
+        let quiet = 2 * self.node.caller.settings.timeout;
         loop {
             match self.server.recv_timeout(Duration::from_secs(1)) {
                 Ok(Some(request)) => {
@@ -1449,13 +1452,7 @@ impl Pool {
                     let _ = std::panic::catch_unwind(AssertUnwindSafe(|| handle(&self.node, request)));
                     *lock(mark) = None;
                 }
-                // its idle connections have timed out by now (item 2): none can bring a request
-                Ok(None)
-                    if self.retired.load(Relaxed)
-                        && lock(&self.last).elapsed() > 2 * self.node.caller.settings.timeout =>
-                {
-                    break;
-                }
+                Ok(None) if self.retired.load(Relaxed) && lock(&self.last).elapsed() > quiet => break,
                 Ok(None) => {}
                 // an accept that timed out is routine (item 2); anything else is worth a line
                 Err(e) => self.retire((e.kind() != io::ErrorKind::WouldBlock).then(|| e.to_string())),
