@@ -1718,8 +1718,7 @@ impl Node {
     fn make_room(&self, n: usize) {
         let prober = Caller { deadline: PROBE_TIMEOUT, ..self.caller.clone() };
         let list = lock(&self.peers).list.clone();
-        let candidates: Vec<&String> =
-            list.iter().rev().filter(|url| **url != self.url).take(MOST_PROBES).collect();
+        let candidates = Vec::from_iter(list.iter().rev().filter(|url| **url != self.url).take(MOST_PROBES));
         for batch in candidates.chunks(PROBES) {
             // dead: no answer, or one that is no peer list (False from another network too)
             let dead = parallel(batch, PROBES, |url| {
