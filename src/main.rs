@@ -17,7 +17,7 @@ use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -1366,9 +1366,6 @@ const HUGE_BLOCK: usize = 1 << 30;
 /// Largest unread body whose drain buffer can surely be mapped: 32 TiB of 128 TiB of
 /// address space (item 5).
 const MAPPABLE: u64 = 1 << 45;
-/// A worker's mark while it waits for a request, and once it has left.
-const IDLE: u64 = 0;
-const GONE: u64 = u64::MAX;
 
 /// A listener whose connections inherit TCP_NODELAY and the read and write timeouts (items 1, 2).
 fn listen(host: &str, port: u16, timeout: Duration) -> Result<TcpListener> {
@@ -1389,12 +1386,10 @@ struct Pool {
     node: Arc<Node>,
     /// The listening socket, shared by every server started on it.
     listener: Arc<TcpListener>,
-    /// Each worker's mark: when its request began (ms since `origin`), IDLE or GONE.
-    workers: Mutex<Vec<Arc<AtomicU64>>>,
-    /// The pool's clock.
-    origin: Instant,
-    /// When the last request came, ms since `origin`.
-    last: AtomicU64,
+    /// Each worker's mark: when its request began, None while it waits for one.
+    workers: Mutex<Vec<Arc<Mutex<Option<Instant>>>>>,
+    /// When the last request came.
+    last: Mutex<Instant>,
     /// Workers asked to leave, because more than enough are free.
     surplus: AtomicUsize,
     /// Set once the server stopped accepting: its workers leave when it falls quiet.
@@ -1411,8 +1406,7 @@ impl Pool {
             node: node.clone(),
             listener,
             workers: Mutex::default(),
-            origin: Instant::now(),
-            last: AtomicU64::new(0),
+            last: Mutex::new(Instant::now()),
             surplus: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
         });
@@ -1421,16 +1415,11 @@ impl Pool {
         Ok(())
     }
 
-    /// Milliseconds since the pool started, plus one, so that no mark reads IDLE.
-    fn now(&self) -> u64 {
-        self.origin.elapsed().as_millis() as u64 + 1
-    }
-
     /// Starts up to `n` more workers, within MAX_WORKERS and the threads the system gives.
     fn add(self: &Arc<Self>, n: usize) {
         let mut workers = lock(&self.workers);
         for _ in 0..n.min(MAX_WORKERS.saturating_sub(workers.len())) {
-            let (pool, mark) = (self.clone(), Arc::new(AtomicU64::new(IDLE)));
+            let (pool, mark) = (self.clone(), Arc::new(Mutex::new(None)));
             let own = mark.clone();
             if std::thread::Builder::new().spawn(move || pool.work(&own)).is_err() {
                 break;
@@ -1440,53 +1429,43 @@ impl Pool {
     }
 
     /// A worker: answers requests until it is surplus, or its server is retired and quiet.
-    fn work(&self, mark: &AtomicU64) {
+    fn work(&self, mark: &Mutex<Option<Instant>>) {
+        // this long without a request, a retired server's idle connections have all timed out
+        // (item 2): none can bring a request any more
+        let quiet = 2 * self.node.caller.settings.timeout;
         loop {
             match self.server.recv_timeout(Duration::from_secs(1)) {
                 Ok(Some(request)) => {
-                    self.last.store(self.now(), Relaxed);
-                    mark.store(self.now(), Relaxed);
+                    *lock(&self.last) = Instant::now();
+                    *lock(mark) = Some(Instant::now());
                     // a bug in one answer costs that answer (the hook prints it), not the worker
                     let _ = std::panic::catch_unwind(AssertUnwindSafe(|| handle(&self.node, request)));
-                    mark.store(IDLE, Relaxed);
+                    *lock(mark) = None;
                 }
-                // its idle connections have timed out by now (item 2): none can bring a request
-                Ok(None)
-                    if self.retired.load(Relaxed)
-                        && self.idle_for() > 2 * self.node.caller.settings.timeout =>
-                {
-                    break;
-                }
+                Ok(None) if self.retired.load(Relaxed) && lock(&self.last).elapsed() > quiet => break,
                 Ok(None) => {}
-                Err(e) => self.retire(Some(e)),
+                // an accept that timed out is routine (item 2); anything else is worth a line
+                Err(e) => self.retire((e.kind() != io::ErrorKind::WouldBlock).then(|| e.to_string())),
             }
             if self.surplus.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_ok() {
                 break;
             }
         }
-        mark.store(GONE, Relaxed);
-    }
-
-    /// How long since the last request came.
-    fn idle_for(&self) -> Duration {
-        Duration::from_millis(self.now().saturating_sub(self.last.load(Relaxed)))
     }
 
     /// Every POOL_TICK: keeps MIN_WORKERS free, nudges tiny_http's pool, watches the accept
-    /// loop, and every second gives free memory back. Ends when a retired pool's workers have.
+    /// loop, and every second gives free memory back. Ends once the server is retired: its
+    /// workers leave by themselves.
     fn keep(self: Arc<Self>) {
         let idle_nudge = (self.node.caller.settings.timeout / 2).min(Duration::from_secs(1));
-        let (mut tick, mut queued) = (0u32, Duration::ZERO);
-        loop {
+        let nudge_every = (idle_nudge.as_millis() / POOL_TICK.as_millis()).max(1) as u64;
+        let mut queued = Duration::ZERO;
+        for tick in 1u64.. {
             std::thread::sleep(POOL_TICK);
-            tick = tick.wrapping_add(1);
-            let (held, free) = self.count();
             if self.retired.load(Relaxed) {
-                if held + free == 0 {
-                    return;
-                }
-                continue;
+                return;
             }
+            let (held, free) = self.count();
             if free < MIN_WORKERS {
                 self.add(held.max(MIN_WORKERS));
             } else {
@@ -1495,13 +1474,13 @@ impl Pool {
             }
             queued = if listen_queue(&self.listener) > 0 { queued + POOL_TICK } else { Duration::ZERO };
             if queued >= ACCEPT_STALL {
-                self.retire(None);
+                self.retire(Some("connections were left waiting".into()));
             }
-            let busy = held > 0 || self.idle_for() < Duration::from_secs(1);
-            let due = busy || tick % (idle_nudge.as_millis() / POOL_TICK.as_millis()).max(1) as u32 == 0;
+            let busy = held > 0 || lock(&self.last).elapsed() < Duration::from_secs(1);
+            let due = busy || tick % nudge_every == 0;
             if queued.is_zero() && due {
-                let addr = self.listener.local_addr();
-                (0..NUDGES).take_while(|_| addr.as_ref().is_ok_and(|addr| !nudge(addr))).for_each(drop);
+                // one after another, until one is taken up at once
+                let _taken = (0..NUDGES).any(|_| nudge(&self.listener));
             }
             if tick % 50 == 0 {
                 // SAFETY: malloc_trim only releases free memory of the C allocator.
@@ -1512,23 +1491,21 @@ impl Pool {
 
     /// The workers held by one request longer than WORKER_STUCK, and the free ones.
     fn count(&self) -> (usize, usize) {
-        let now = self.now();
-        let stuck = WORKER_STUCK.as_millis() as u64;
         let mut workers = lock(&self.workers);
-        workers.retain(|mark| mark.load(Relaxed) != GONE);
-        let is_held = |since: u64| since != IDLE && now.saturating_sub(since) >= stuck;
-        let held = workers.iter().filter(|mark| is_held(mark.load(Relaxed))).count();
+        // a worker that has left dropped its own handle on its mark
+        workers.retain(|mark| Arc::strong_count(mark) > 1);
+        let held =
+            workers.iter().filter(|mark| lock(mark).is_some_and(|t| t.elapsed() >= WORKER_STUCK)).count();
         (held, workers.len() - held)
     }
 
-    /// Marks this server retired (its accept loop has ended) and serves on from a new one.
-    fn retire(&self, why: Option<io::Error>) {
+    /// Marks this server retired (its accept loop has ended), says `why` if given, and serves
+    /// on from a new one.
+    fn retire(&self, why: Option<String>) {
         if self.retired.swap(true, Relaxed) {
             return;
         }
-        // an accept that timed out is routine (item 2); anything else is worth a line
-        if why.as_ref().is_none_or(|e| e.kind() != io::ErrorKind::WouldBlock) {
-            let why = why.map_or("connections were left waiting".into(), |e| e.to_string());
+        if let Some(why) = why {
             self.node.note(format!("tinyp2p: stopped accepting connections ({why}); serving again"));
         }
         let (node, listener) = (self.node.clone(), self.listener.clone());
@@ -1547,9 +1524,11 @@ impl Pool {
 }
 
 /// Connects to this node and half-closes; true if tiny_http took the connection up (and
-/// closed it) within POOL_TICK, false if it sits queued behind others (item 4).
-fn nudge(addr: &SocketAddr) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(addr, POOL_TICK) else { return true };
+/// closed it) within POOL_TICK, or none could be made; false if it sits queued behind
+/// others (item 4).
+fn nudge(listener: &TcpListener) -> bool {
+    let connected = listener.local_addr().and_then(|addr| TcpStream::connect_timeout(&addr, POOL_TICK));
+    let Ok(mut stream) = connected else { return true };
     let _ = stream.shutdown(std::net::Shutdown::Write);
     let _ = stream.set_read_timeout(Some(POOL_TICK));
     matches!(stream.read(&mut [0u8; 1]), Ok(0))
@@ -1558,17 +1537,12 @@ fn nudge(addr: &SocketAddr) -> bool {
 /// Connections waiting in the listen queue, not yet accepted (item 6): on a listening
 /// socket, Linux reports the accept queue's length in `tcpi_unacked`.
 fn listen_queue(listener: &TcpListener) -> u32 {
+    let fd = listener.as_raw_fd();
     // SAFETY: the kernel fills at most `len` bytes of a tcp_info for a valid socket.
     unsafe {
         let mut info: libc::tcp_info = std::mem::zeroed();
-        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-        let rc = libc::getsockopt(
-            listener.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&raw mut info).cast(),
-            &mut len,
-        );
+        let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, (&raw mut info).cast(), &mut len);
         if rc == 0 { info.tcpi_unacked } else { 0 }
     }
 }
@@ -1611,10 +1585,8 @@ fn sockets_to(peer: Option<SocketAddr>) -> Vec<ManuallyDrop<TcpStream>> {
 fn send_content(request: Request, file: File, plan: Survey) -> io::Result<()> {
     let (head, tail) = content_frame(plan.encoding);
     let len = head.len() as u64 + plan.encoded + tail.len() as u64;
-    let http = format!(
-        "HTTP/{} 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {len}\r\n\r\n",
-        request.http_version()
-    );
+    let version = request.http_version();
+    let http = format!("HTTP/{version} 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {len}\r\n\r\n");
     let mut out =
         BufWriter::with_capacity(buffer_for(http.len() as u64 + len, SEND_BUFFER), request.into_writer());
     out.write_all(http.as_bytes())?;
@@ -1653,10 +1625,8 @@ fn parallel<T: Sync, R: Send>(items: &[T], workers: usize, work: impl Fn(&T) -> 
             let _ = first_done.recv_timeout(WORKER_STAGGER);
         }
     });
-    results
-        .into_iter()
-        .map(|r| r.into_inner().unwrap_or_else(PoisonError::into_inner).expect("every item ran"))
-        .collect()
+    // every item has its result: a panic in `work` would have gone on through the scope
+    results.into_iter().flat_map(|r| r.into_inner().unwrap_or_else(PoisonError::into_inner)).collect()
 }
 
 /// The global allocator: the system's, but blocks of HUGE_BLOCK or more are mapped with
@@ -1679,10 +1649,8 @@ unsafe impl GlobalAlloc for Allocator {
         if !huge(layout) {
             return unsafe { System.alloc(layout) };
         }
-        let (prot, flags) = (
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-        );
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
         let block = unsafe { libc::mmap(std::ptr::null_mut(), layout.size(), prot, flags, -1, 0) };
         if block == libc::MAP_FAILED { std::ptr::null_mut() } else { block.cast() }
     }
@@ -1740,8 +1708,7 @@ impl Node {
     fn make_room(&self, n: usize) {
         let prober = Caller { deadline: PROBE_TIMEOUT, ..self.caller.clone() };
         let list = lock(&self.peers).list.clone();
-        let candidates: Vec<&String> =
-            list.iter().rev().filter(|url| **url != self.url).take(MOST_PROBES).collect();
+        let candidates = Vec::from_iter(list.iter().rev().filter(|url| **url != self.url).take(MOST_PROBES));
         for batch in candidates.chunks(PROBES) {
             // dead: no answer, or one that is no peer list (False from another network too)
             let dead = parallel(batch, PROBES, |url| {
