@@ -1480,7 +1480,11 @@ impl Pool {
             let due = busy || tick % nudge_every == 0;
             if queued.is_zero() && due {
                 // one after another, until one is taken up at once
-                let _taken = (0..NUDGES).any(|_| nudge(&self.listener));
+                for _ in 0..NUDGES {
+                    if nudge(&self.listener) {
+                        break;
+                    }
+                }
             }
             if tick % 50 == 0 {
                 // SAFETY: malloc_trim only releases free memory of the C allocator.
