@@ -321,10 +321,8 @@ fn answer_xml(answer: Result<Value, String>) -> Vec<u8> {
 
 /// Refuses XML with a DTD: its entities are a way to blow a small body up (entity bombs).
 fn refuse_dtd(xml: &[u8]) -> Result<(), String> {
-    match memmem::find(xml, b"<!DOCTYPE").or_else(|| memmem::find(xml, b"<!ENTITY")) {
-        Some(_) => Err("XML with a DTD is refused".into()),
-        None => Ok(()),
-    }
+    let dtd = memmem::find(xml, b"<!DOCTYPE").is_some() || memmem::find(xml, b"<!ENTITY").is_some();
+    if dtd { Err("XML with a DTD is refused".into()) } else { Ok(()) }
 }
 
 /// Refuses an answer the xmlrpc crate must not parse: a DTD, or elements nested deeper
@@ -333,6 +331,7 @@ fn refuse_dtd(xml: &[u8]) -> Result<(), String> {
 fn check_answer(xml: &[u8]) -> Result<(), String> {
     refuse_dtd(xml)?;
     let mut depth = 0usize;
+    // the events stop after the end of the document or an error, which is the crate's to report
     for event in EventReader::new(xml) {
         match event {
             Ok(XmlEvent::StartElement { .. }) if depth == MAX_XML_DEPTH => {
@@ -340,8 +339,7 @@ fn check_answer(xml: &[u8]) -> Result<(), String> {
             }
             Ok(XmlEvent::StartElement { .. }) => depth += 1,
             Ok(XmlEvent::EndElement { .. }) => depth = depth.saturating_sub(1),
-            Ok(XmlEvent::EndDocument) | Err(_) => break, // errors are the crate's to report
-            Ok(_) => {}
+            _ => {}
         }
     }
     Ok(())
@@ -390,15 +388,14 @@ fn read_element(xml: &[u8]) -> Result<Element, String> {
 fn parse_call(body: &[u8]) -> Result<(String, Vec<Value>), String> {
     let call = read_element(body)?;
     let malformed = || "malformed XML-RPC call".to_string();
-    let ([name] | [name, _]) = call.children.as_slice() else { return Err(malformed()) };
+    let (name, params) = match call.children.as_slice() {
+        [name] => (name, &[][..]),
+        [name, params] if params.tag == "params" => (name, params.children.as_slice()),
+        _ => return Err(malformed()),
+    };
     if call.tag != "methodCall" || name.tag != "methodName" || !name.children.is_empty() {
         return Err(malformed());
     }
-    let params = match call.children.get(1) {
-        None => &[][..],
-        Some(params) if params.tag == "params" => params.children.as_slice(),
-        Some(_) => return Err(malformed()),
-    };
     let values = params.iter().map(|param| match param.children.as_slice() {
         [value] if param.tag == "param" => read_value(value),
         _ => Err(malformed()),
