@@ -842,10 +842,7 @@ fn stream_base64(s: &mut Scanner<impl Read>, out: &mut impl Write) -> io::Result
         }
         s.advance(run.len());
         let whole = if stop.is_some() { quads.len() } else { quads.len() / 4 * 4 };
-        if whole % 4 != 0 {
-            return Ok(None);
-        }
-        // at most a scan buffer's worth, so one step
+        // at most a scan buffer's worth, so one step; a last run that is not whole quads fails here
         bytes.clear();
         if base64_simd::STANDARD.decode_append(&quads[..whole], &mut bytes).is_err() {
             return Ok(None);
