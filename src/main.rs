@@ -702,9 +702,7 @@ impl<R: Read> Scanner<R> {
 /// which the caller then asks again through the xmlrpc crate.
 fn decode_content(src: impl Read, out: &mut impl Write) -> io::Result<Option<u64>> {
     let mut s = Scanner::new(src);
-    let Some(close) = open_value(&mut s)? else {
-        return Ok(None);
-    };
+    let Some(close) = open_value(&mut s)? else { return Ok(None) };
     let written = match close {
         b"</base64>" => stream_base64(&mut s, out)?,
         _ => stream_text(&mut s, close, out)?,
@@ -725,9 +723,7 @@ fn open_value(s: &mut Scanner<impl Read>) -> io::Result<Option<&'static [u8]>> {
     s.skip_ws()?;
     if s.eat(b"<?xml")? {
         s.ensure(256)?;
-        let Some(end) = memmem::find(s.available(), b"?>") else {
-            return Ok(None);
-        };
+        let Some(end) = memmem::find(s.available(), b"?>") else { return Ok(None) };
         s.advance(end + 2);
     }
     if !s.eat_tags(&[b"<methodResponse>", b"<params>", b"<param>", b"<value>"])? {
@@ -778,10 +774,8 @@ fn stream_text(s: &mut Scanner<impl Read>, close: &[u8], out: &mut impl Write) -
             write_capped(out, &text, &mut total)?;
             return Ok(Some(total));
         }
-        match entity(s)? {
-            Some(c) => text.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
-            None => return Ok(None),
-        }
+        let Some(c) = entity(s)? else { return Ok(None) };
+        text.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
     }
 }
 
@@ -798,9 +792,7 @@ fn write_capped(out: &mut impl Write, data: &[u8], total: &mut u64) -> io::Resul
 fn entity(s: &mut Scanner<impl Read>) -> io::Result<Option<char>> {
     s.ensure(12)?;
     let avail = s.available();
-    let Some(end) = memchr(b';', &avail[..avail.len().min(12)]) else {
-        return Ok(None);
-    };
+    let Some(end) = memchr(b';', &avail[..avail.len().min(12)]) else { return Ok(None) };
     let number = |digits: &[u8], radix| {
         let digits = std::str::from_utf8(digits)
             .ok()
