@@ -620,19 +620,9 @@ struct Scanner<R> {
 }
 
 impl<R: Read> Scanner<R> {
-    /// Scans `src` from its start.
-    fn new(src: R) -> Self {
-        Scanner { src, buf: vec![0; SCAN_BUFFER], pos: 0, end: 0 }
-    }
-
     /// The bytes read but not yet consumed.
     fn available(&self) -> &[u8] {
         &self.buf[self.pos..self.end]
-    }
-
-    /// Consumes `n` available bytes.
-    fn advance(&mut self, n: usize) {
-        self.pos += n;
     }
 
     /// Reads more of the stream; false at its end.
@@ -649,14 +639,10 @@ impl<R: Read> Scanner<R> {
         Ok(n > 0)
     }
 
-    /// Makes at least `n` bytes available; false if the stream ends first.
-    fn ensure(&mut self, n: usize) -> io::Result<bool> {
-        while self.end - self.pos < n {
-            if !self.fill()? {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+    /// Makes at least `n` bytes available, unless the stream ends first.
+    fn ensure(&mut self, n: usize) -> io::Result<()> {
+        while self.available().len() < n && self.fill()? {}
+        Ok(())
     }
 
     /// Consumes XML white space.
@@ -664,7 +650,7 @@ impl<R: Read> Scanner<R> {
         let mut skipped = 0;
         loop {
             let ws = self.available().iter().take_while(|&&b| xml_space(b)).count();
-            self.advance(ws);
+            self.pos += ws;
             skipped += ws;
             if skipped > MAX_WHITE_SPACE {
                 return Err(io::Error::other("it padded its answer with endless white space"));
@@ -677,23 +663,16 @@ impl<R: Read> Scanner<R> {
 
     /// Consumes each of `tags` in turn, with any white space before them; false at the
     /// first that does not come next.
-    fn eat_tags(&mut self, tags: &[&[u8]]) -> io::Result<bool> {
+    fn eat(&mut self, tags: &[&[u8]]) -> io::Result<bool> {
         for tag in tags {
             self.skip_ws()?;
-            if !self.eat(tag)? {
+            self.ensure(tag.len())?;
+            if !self.available().starts_with(tag) {
                 return Ok(false);
             }
+            self.pos += tag.len();
         }
         Ok(true)
-    }
-
-    /// Consumes `lit` if it comes next.
-    fn eat(&mut self, lit: &[u8]) -> io::Result<bool> {
-        let found = self.ensure(lit.len())? && self.available().starts_with(lit);
-        if found {
-            self.advance(lit.len());
-        }
-        Ok(found)
     }
 }
 
@@ -701,7 +680,7 @@ impl<R: Read> Scanner<R> {
 /// base64 value, `None` for anything else (False, a fault, XML this path does not stream),
 /// which the caller then asks again through the xmlrpc crate.
 fn decode_content(src: impl Read, out: &mut impl Write) -> io::Result<Option<u64>> {
-    let mut s = Scanner::new(src);
+    let mut s = Scanner { src, buf: vec![0; SCAN_BUFFER], pos: 0, end: 0 };
     let Some(close) = open_value(&mut s)? else { return Ok(None) };
     let written = match close {
         b"</base64>" => stream_base64(&mut s, out)?,
@@ -709,7 +688,7 @@ fn decode_content(src: impl Read, out: &mut impl Write) -> io::Result<Option<u64
     };
     let tail = [&b"</value>"[..], b"</param>", b"</params>", b"</methodResponse>"];
     // a bare value's text ended at its `</value>`
-    if !s.eat_tags(&tail[usize::from(close == b"</value>")..])? {
+    if !s.eat(&tail[usize::from(close == b"</value>")..])? {
         return Ok(None);
     }
     s.skip_ws()?;
@@ -720,13 +699,12 @@ fn decode_content(src: impl Read, out: &mut impl Write) -> io::Result<Option<u64
 /// tells its form: `</string>`, `</base64>`, or a bare value's `</value>`), or `None` if
 /// the answer has another shape.
 fn open_value(s: &mut Scanner<impl Read>) -> io::Result<Option<&'static [u8]>> {
-    s.skip_ws()?;
-    if s.eat(b"<?xml")? {
+    if s.eat(&[b"<?xml"])? {
         s.ensure(256)?;
         let Some(end) = memmem::find(s.available(), b"?>") else { return Ok(None) };
-        s.advance(end + 2);
+        s.pos += end + 2;
     }
-    if !s.eat_tags(&[b"<methodResponse>", b"<params>", b"<param>", b"<value>"])? {
+    if !s.eat(&[b"<methodResponse>", b"<params>", b"<param>", b"<value>"])? {
         return Ok(None);
     }
     s.ensure(64)?;
@@ -739,7 +717,7 @@ fn open_value(s: &mut Scanner<impl Read>) -> io::Result<Option<&'static [u8]>> {
         r if r.is_empty() || r[0] == b'<' => return Ok(None),
         _ => return Ok(Some(b"</value>")), // its leading white space is part of the text
     };
-    s.advance(ws + b"<string>".len());
+    s.pos += ws + b"<string>".len();
     Ok(Some(close))
 }
 
@@ -758,7 +736,7 @@ fn stream_text(s: &mut Scanner<impl Read>, close: &[u8], out: &mut impl Write) -
         let avail = s.available();
         let Some(i) = memchr2(b'&', b'<', avail) else {
             text.extend_from_slice(avail);
-            s.advance(avail.len());
+            s.pos += avail.len();
             if !s.fill()? {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
@@ -766,9 +744,9 @@ fn stream_text(s: &mut Scanner<impl Read>, close: &[u8], out: &mut impl Write) -
         };
         text.extend_from_slice(&avail[..i]);
         let special = avail[i];
-        s.advance(i);
+        s.pos += i;
         if special == b'<' {
-            if !s.eat(close)? {
+            if !s.eat(&[close])? {
                 return Ok(None);
             }
             write_capped(out, &text, &mut total)?;
@@ -809,7 +787,7 @@ fn entity(s: &mut Scanner<impl Read>) -> io::Result<Option<char>> {
         [b'#', dec @ ..] => number(dec, 10),
         _ => None,
     };
-    s.advance(end + 1);
+    s.pos += end + 1;
     Ok(c)
 }
 
@@ -832,7 +810,7 @@ fn stream_base64(s: &mut Scanner<impl Read>, out: &mut impl Write) -> io::Result
         if spaces > chars / 4 + MAX_WHITE_SPACE {
             return Err(io::Error::other("it padded its base64 with endless white space"));
         }
-        s.advance(run.len());
+        s.pos += run.len();
         let whole = if stop.is_some() { quads.len() } else { quads.len() / 4 * 4 };
         // at most a scan buffer's worth, so one step; a last run that is not whole quads fails here
         bytes.clear();
@@ -842,7 +820,7 @@ fn stream_base64(s: &mut Scanner<impl Read>, out: &mut impl Write) -> io::Result
         write_capped(out, &bytes, &mut total)?;
         quads.drain(..whole);
         if stop.is_some() {
-            return Ok(s.eat(b"</base64>")?.then_some(total));
+            return Ok(s.eat(&[b"</base64>"])?.then_some(total));
         }
         if !s.fill()? {
             return Err(io::ErrorKind::UnexpectedEof.into());
