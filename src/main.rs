@@ -487,13 +487,14 @@ fn xml_safe(text: &[u8]) -> bool {
 }
 
 /// The length of the whole UTF-8 characters that `data` starts with, leaving a character
-/// cut at its end for the next read (unless `at_end`); `None` if it is not UTF-8.
-fn whole_chars(data: &[u8], at_end: bool) -> Option<usize> {
-    match std::str::from_utf8(data) {
-        Ok(_) => Some(data.len()),
-        Err(e) if e.error_len().is_none() && !at_end => Some(e.valid_up_to()),
-        Err(_) => None,
-    }
+/// cut at its end for the next read (unless `at_end`); `None` if it is not XML-safe UTF-8.
+fn text_len(data: &[u8], at_end: bool) -> Option<usize> {
+    let whole = match std::str::from_utf8(data) {
+        Ok(_) => data.len(),
+        Err(e) if e.error_len().is_none() && !at_end => e.valid_up_to(),
+        Err(_) => return None,
+    };
+    xml_safe(&data[..whole]).then_some(whole)
 }
 
 /// The length of `text` once escaped by `escape_into`.
@@ -546,7 +547,7 @@ fn survey(src: &mut impl Read, size_hint: u64) -> io::Result<Survey> {
     loop {
         let n = read_up_to(src, step, &mut buf)?;
         raw += n as u64;
-        match whole_chars(&buf, n == 0).filter(|&whole| xml_safe(&buf[..whole])) {
+        match text_len(&buf, n == 0) {
             Some(_) if n == 0 => return Ok(Survey { encoding: Encoding::Text, raw, encoded }),
             Some(whole) => {
                 encoded += escaped_len(&buf[..whole]);
@@ -578,8 +579,7 @@ fn encode(mut src: impl Read, plan: Survey, out: &mut impl Write, sent: &mut u64
         raw_left -= step as u64;
         encoded.clear();
         let used = if text {
-            let whole = whole_chars(&raw, raw_left == 0).filter(|&whole| xml_safe(&raw[..whole]));
-            let whole = whole.ok_or_else(changed)?;
+            let whole = text_len(&raw, raw_left == 0).ok_or_else(changed)?;
             escape_into(&raw[..whole], &mut encoded);
             whole
         } else {
