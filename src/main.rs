@@ -423,13 +423,12 @@ fn read_value(value: &Element) -> Result<Value, String> {
         ("int" | "i4", []) => text.parse().map(Value::Int).map_err(|_| invalid()),
         ("i8", []) => text.parse().map(Value::Int64).map_err(|_| invalid()),
         ("double", []) => text.parse().map(Value::Double).map_err(|_| invalid()),
-        ("boolean", []) if matches!(text, "0" | "1") => Ok(Value::Bool(text == "1")),
+        ("boolean", []) => matches!(text, "0" | "1").then(|| Value::Bool(text == "1")).ok_or_else(invalid),
         ("base64", []) => {
             let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
             base64_simd::STANDARD.decode_to_vec(&digits).map(Value::Base64).map_err(|_| invalid())
         }
         ("nil", []) => Ok(Value::Nil),
-        ("boolean", []) => Err(invalid()),
         (other, _) => Err(format!("XML-RPC type <{other}> is not supported here")),
     }
 }
