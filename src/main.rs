@@ -770,10 +770,9 @@ fn entity(s: &mut Scanner<impl Read>) -> io::Result<Option<char>> {
     s.ensure(12)?;
     let avail = s.available();
     let Some(end) = memchr(b';', &avail[..avail.len().min(12)]) else { return Ok(None) };
+    // digits only: from_str_radix refuses anything else but a leading '+'
     let number = |digits: &[u8], radix| {
-        let digits = std::str::from_utf8(digits)
-            .ok()
-            .filter(|d| !d.is_empty() && d.chars().all(|c| c.is_digit(radix)))?;
+        let digits = std::str::from_utf8(digits).ok().filter(|d| !d.starts_with('+'))?;
         char::from_u32(u32::from_str_radix(digits, radix).ok()?)
     };
     let c = match &avail[1..end] {
