@@ -532,11 +532,6 @@ fn buffer_for(len: u64, most: usize) -> usize {
     usize::try_from(len).map_or(most, |len| len.clamp(1, most))
 }
 
-/// Appends up to `n` bytes of `src` to `buf`, fewer only at its end; returns how many.
-fn read_up_to(src: &mut impl Read, n: usize, buf: &mut Vec<u8>) -> io::Result<usize> {
-    src.take(n as u64).read_to_end(buf)
-}
-
 /// Reads `src` once to choose its encoding and the exact length of its encoded form.
 fn survey(src: &mut impl Read, size_hint: u64) -> io::Result<Survey> {
     // sized to the file: zeroing a full chunk for each small file is most of its cost
@@ -544,7 +539,7 @@ fn survey(src: &mut impl Read, size_hint: u64) -> io::Result<Survey> {
     let mut buf = Vec::with_capacity(step + 4);
     let (mut raw, mut encoded) = (0u64, 0u64);
     loop {
-        let n = read_up_to(src, step, &mut buf)?;
+        let n = src.by_ref().take(step as u64).read_to_end(&mut buf)?;
         raw += n as u64;
         match text_len(&buf, n == 0) {
             Some(_) if n == 0 => return Ok(Survey { encoding: Encoding::Text, raw, encoded }),
@@ -572,7 +567,7 @@ fn encode(mut src: impl Read, plan: Survey, out: &mut impl Write, sent: &mut u64
     let mut raw_left = plan.raw;
     while raw_left > 0 {
         let step = buffer_for(raw_left, if text { CHUNK } else { B64_CHUNK });
-        if read_up_to(&mut src, step, &mut raw)? < step {
+        if src.by_ref().take(step as u64).read_to_end(&mut raw)? < step {
             return Err(changed());
         }
         raw_left -= step as u64;
