@@ -277,8 +277,7 @@ fn say_err(line: impl fmt::Display) {
 /// The token a node started as `url` accepts: 32 lowercase hex digits of the HMAC-MD5 of
 /// the URL keyed with the password, as the original's `hmac.new(pw, url)`.
 fn token(password: &[u8], url: &str) -> String {
-    let mut mac = Hmac::<Md5>::new_from_slice(password).expect("HMAC takes keys of any length");
-    mac.update(url.as_bytes());
+    let mac = Hmac::<Md5>::new_from_slice(password).expect("HMAC takes keys of any length").chain_update(url);
     mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }
 
