@@ -274,19 +274,26 @@ fn say_err(line: impl fmt::Display) {
 
 // ================================================================ token
 
-/// The token a node started as `url` accepts: 32 lowercase hex digits of the HMAC-MD5 of
-/// the URL keyed with the password, as the original's `hmac.new(pw, url)`.
-fn token(password: &[u8], url: &str) -> String {
-    let mac = Hmac::<Md5>::new_from_slice(password).expect("HMAC takes keys of any length").chain_update(url);
-    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+/// The HMAC-MD5 of `url` keyed with the password, as the original's `hmac.new(pw, url)`.
+fn mac(password: &[u8], url: &str) -> Hmac<Md5> {
+    Hmac::<Md5>::new_from_slice(password).expect("HMAC takes keys of any length").chain_update(url)
 }
 
-/// Whether `token` is this URL's token: compared as the original compared strings (so
-/// uppercase hex is wrong), but every byte, so the time taken tells nothing.
+/// The token a node started as `url` accepts: 32 lowercase hex digits.
+fn token(password: &[u8], url: &str) -> String {
+    mac(password, url).finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `token` is this URL's token, compared in constant time.
 fn token_ok(password: &[u8], url: &str, token: &str) -> bool {
-    let expected = self::token(password, url);
-    let differ = expected.bytes().zip(token.bytes()).fold(0, |differ, (a, b)| differ | (a ^ b));
-    expected.len() == token.len() && differ == 0
+    let hex = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None, // the original compared strings, so uppercase hex is a wrong token
+    };
+    let bytes: Option<Vec<u8>> =
+        token.as_bytes().chunks(2).map(|p| Some(hex(p[0])? << 4 | hex(*p.get(1)?)?)).collect();
+    bytes.is_some_and(|b| mac(password, url).verify_slice(&b).is_ok())
 }
 
 // ================================================================ XML-RPC codec
