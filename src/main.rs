@@ -115,7 +115,7 @@ fn main() -> ExitCode {
     let (cli, settings) = match parse_cli(std::env::args_os().skip(1).collect()) {
         Ok(parsed) => parsed,
         Err(UsageError(why, synopsis)) => {
-            say_err(format_args!("tinyp2p: {}", printable(&why)));
+            say_err(error_line(why));
             if synopsis {
                 say_err(format_args!("{SYNOPSIS}\n(tinyp2p --help tells more)"));
             }
@@ -125,10 +125,10 @@ fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|panic| {
         // tiny_http's own threads can give up (its accept loop on EMFILE, say): the pool
         // notices and serves again (see "tiny_http's price"); anything else is a bug here
-        let what = printable(panic.payload_as_str().unwrap_or("a panic"));
+        let what = panic.payload_as_str().unwrap_or("a panic");
         match panic.location().filter(|at| at.file().contains("tiny_http")) {
-            Some(_) => say_err(format_args!("tinyp2p: a tiny_http thread stopped: {what}")),
-            None => say_err(format_args!("tinyp2p: internal error: {}", printable(&panic.to_string()))),
+            Some(_) => say_err(error_line(format_args!("a tiny_http thread stopped: {what}"))),
+            None => say_err(error_line(format_args!("internal error: {panic}"))),
         }
     }));
     watch_signals();
@@ -204,11 +204,8 @@ fn parse_cli(args: Vec<OsString>) -> Result<(Cli, Settings), UsageError> {
 
 /// The password: the argument, or `TINYP2P_PASSWORD` when the argument is `-`.
 fn password(arg: &str) -> Result<String, UsageError> {
-    if arg != "-" {
-        return Ok(arg.to_string());
-    }
-    std::env::var(PASSWORD_ENV)
-        .map_err(|_| UsageError(format!("PW is '-' but {PASSWORD_ENV} is not set"), true))
+    let unset = || UsageError(format!("PW is '-' but {PASSWORD_ENV} is not set"), true);
+    if arg == "-" { std::env::var(PASSWORD_ENV).map_err(|_| unset()) } else { Ok(arg.to_string()) }
 }
 
 /// The settings from the environment; a value out of range is a usage error naming the range.
@@ -224,10 +221,9 @@ fn settings(quiet: bool) -> Result<Settings, UsageError> {
 
 /// The number in environment variable `name`, from `min` to `max`; `default` when unset.
 fn env_number(name: &str, default: f64, min: f64, max: f64) -> Result<f64, UsageError> {
-    let text = match std::env::var(name) {
-        Err(std::env::VarError::NotPresent) => return Ok(default),
-        other => other.unwrap_or_default(),
-    };
+    let Some(text) = std::env::var_os(name) else { return Ok(default) };
+    // a value that is not UTF-8 is shown as ""
+    let text = text.into_string().unwrap_or_default();
     match text.trim().parse::<f64>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(UsageError(format!("{name} must be a number from {min} to {max}, not {text:?}"), false)),
