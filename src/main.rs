@@ -916,10 +916,7 @@ impl Peers {
     /// Appends every valid URL not yet known, in order, up to MAX_PEERS.
     fn merge<'a>(&mut self, urls: impl IntoIterator<Item = &'a str>) {
         for url in urls {
-            if self.list.len() >= MAX_PEERS {
-                break;
-            }
-            if self.is_new(url) {
+            if self.list.len() < MAX_PEERS && self.is_new(url) {
                 self.seen.insert(url.to_string());
                 self.list.push(url.to_string());
             }
@@ -970,11 +967,8 @@ fn serve(caller: Caller, host: &str, port: u16, peers: &[String], shell: bool) -
     let listener = Arc::new(listen(host.trim_matches(['[', ']']), port, caller.settings.timeout)?);
     let port = listener.local_addr().context("no local address")?.port();
     // an IPv6 address goes in brackets in a URL: `::1` is `http://[::1]:PORT`
-    let url = if host.contains(':') && !host.starts_with('[') {
-        format!("http://[{host}]:{port}")
-    } else {
-        format!("http://{host}:{port}")
-    };
+    let bare_ipv6 = host.contains(':') && !host.starts_with('[');
+    let url = if bare_ipv6 { format!("http://[{host}]:{port}") } else { format!("http://{host}:{port}") };
     let node = Arc::new(Node::new(caller, url, peers));
     let (names, left_out) = scan().context("cannot list this folder")?;
     Pool::start(&node, listener)?;
@@ -1060,7 +1054,7 @@ impl Node {
         match mode.as_i64().ok_or("the mode must be an integer")? {
             0 => self.offer(arg),
             1 => self.search(arg),
-            _ => self.open(arg).map(|(file, plan)| Answer::File(file, plan)),
+            _ => self.open(arg),
         }
     }
 
@@ -1095,29 +1089,22 @@ impl Node {
             listing.names.iter().filter(|n| regex.is_match(n)).map(|n| Value::from(n.as_str())).collect();
         let n = found.len();
         let xml: Arc<[u8]> = answer_xml(Ok(Value::Array(vec![Value::Array(found)]))).into();
-        let mut answers = lock(&listing.answers);
-        if answers.len() >= ANSWER_CACHE {
-            answers.clear();
-        }
-        answers.insert(pattern.to_string(), (xml.clone(), n));
+        remember(&listing.answers, ANSWER_CACHE, pattern.to_string(), (xml.clone(), n));
         Ok(Answer::Xml(xml, plural(n, "name")))
     }
 
     /// Mode 2: the named file, opened in the folder and surveyed, if it is served.
-    fn open(&self, arg: &Value) -> Result<(File, Survey), String> {
+    fn open(&self, arg: &Value) -> Result<Answer, String> {
         let name = arg.as_str().ok_or("mode 2 takes a file name")?;
         let refused = || "no such file".to_string();
         let target = servable(name).ok_or_else(refused)?;
         // Not through a link swapped in since the check, nor blocking on a FIFO.
         let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK;
-        let options = OpenOptions::new().read(true).custom_flags(flags).clone();
-        let mut file = options.open(target).map_err(|_| refused())?;
-        let meta = file.metadata().map_err(|_| refused())?;
-        if !meta.is_file() {
-            return Err(refused());
-        }
+        let mut file =
+            OpenOptions::new().read(true).custom_flags(flags).open(target).map_err(|_| refused())?;
+        let meta = file.metadata().ok().filter(fs::Metadata::is_file).ok_or_else(refused)?;
         let plan = self.survey(&mut file, &meta).map_err(|e| format!("cannot read it: {}", words(&e)))?;
-        Ok((file, plan))
+        Ok(Answer::File(file, plan))
     }
 
     /// A file's survey, kept while its device, inode, size and mtime stay the same, so a
@@ -1131,11 +1118,7 @@ impl Node {
         let plan = survey(file, meta.len())?;
         file.rewind()?;
         if settled(meta.modified()?) {
-            let mut surveys = lock(&self.surveys);
-            if surveys.len() >= SURVEY_CACHE {
-                surveys.clear();
-            }
-            surveys.insert(stamp, plan);
+            remember(&self.surveys, SURVEY_CACHE, stamp, plan);
         }
         Ok(plan)
     }
@@ -1148,9 +1131,7 @@ impl Node {
         }
         let stamp = folder.modified()?;
         let mut cache = lock(&self.listing);
-        if let Some((seen, listing)) = cache.as_ref()
-            && *seen == stamp
-        {
+        if let Some((_, listing)) = cache.as_ref().filter(|(seen, _)| *seen == stamp) {
             return Ok(listing.clone());
         }
         let listing = Arc::new(Listing { names: scan()?.0, answers: Mutex::default() });
@@ -1164,11 +1145,19 @@ fn settled(time: SystemTime) -> bool {
     SystemTime::now().duration_since(time).is_ok_and(|age| age >= SETTLE)
 }
 
+/// Keeps `value` under `key` in a cache of at most `most` entries, emptied when full.
+fn remember<K: std::hash::Hash + Eq, V>(cache: &Mutex<HashMap<K, V>>, most: usize, key: K, value: V) {
+    let mut cache = lock(cache);
+    if cache.len() >= most {
+        cache.clear();
+    }
+    cache.insert(key, value);
+}
+
 /// Answers one HTTP request and logs it in one line, as Python's server does.
 fn handle(node: &Node, mut request: Request) {
     let who = request.remote_addr().map_or("-".to_string(), |a| a.ip().to_string());
-    let (method, path, version) =
-        (request.method().clone(), printable(request.url()), request.http_version());
+    let (method, path, version) = (request.method(), printable(request.url()), request.http_version());
     let line = format!("{who} - - [{}] \"{method} {path} HTTP/{version}\"", log_time());
     let (status, note, sent) = match respond(node, &mut request) {
         Ok(Answer::File(file, plan)) => {
@@ -1232,9 +1221,9 @@ fn compile_regex(pattern: &str) -> Result<Regex, String> {
         RegexBuilder::new(pattern).size_limit(REGEX_SIZE_LIMIT).dfa_size_limit(REGEX_SIZE_LIMIT).build();
     built.map_err(|e| {
         let text = e.to_string();
-        let gist = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+        let gist = text.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or_default();
+        let gist = gist.trim_start_matches("error: ");
         let hint = glob_as_regex(pattern).map(|re| format!("; PATTERN is a regex, not a glob: try '{re}'"));
-        let gist = gist.trim().trim_start_matches("error: ");
         format!("invalid regex {pattern:?}: {gist}{}", hint.unwrap_or_default())
     })
 }
