@@ -2372,10 +2372,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Whether `name` is one plain file name: not empty, `.` or `..`, no separators, no
 /// control characters, nothing XML cannot carry.
 fn plain_name(name: &str) -> bool {
-    !name.is_empty()
+    !matches!(name, "" | "." | "..")
         && name.len() <= MAX_NAME_LEN
-        && name != "."
-        && name != ".."
         && !name.chars().any(|c| matches!(c, '/' | '\\' | '\u{FFFE}' | '\u{FFFF}') || c.is_control())
 }
 
@@ -2388,8 +2386,7 @@ fn is_part(name: &str) -> bool {
 /// pass for any number of nodes), no white space or control characters.
 fn valid_peer_url(url: &str) -> bool {
     url.len() <= MAX_URL_LEN
-        && url.len() > "http://".len()
-        && url.starts_with("http://")
+        && url.strip_prefix("http://").is_some_and(|rest| !rest.is_empty())
         && node_base(url) == url
         && !url.chars().any(|c| c.is_whitespace() || c.is_control())
 }
@@ -2412,10 +2409,9 @@ impl Part {
         options.read(true).write(true).mode(0o644);
         match options.clone().custom_flags(libc::O_TMPFILE).open(".") {
             Ok(file) => return Ok(Part { file, path: None }),
-            Err(e) if !matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)) => {
-                return Err(e);
-            }
-            Err(_) => {}
+            // no O_TMPFILE here (the file system, or an old kernel): a named file instead
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)) => {}
+            Err(e) => return Err(e),
         }
         static COUNT: AtomicUsize = AtomicUsize::new(0);
         loop {
