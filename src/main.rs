@@ -925,9 +925,8 @@ impl Peers {
 
     /// Forgets `url`.
     fn remove(&mut self, url: &str) {
-        if self.seen.remove(url) {
-            self.list.retain(|u| u != url);
-        }
+        self.seen.remove(url);
+        self.list.retain(|u| u != url);
     }
 
     /// The list as an XML-RPC array of strings.
@@ -954,11 +953,6 @@ enum Answer {
     Xml(Arc<[u8]>, String),
     /// A file's content, streamed (see `send_content`).
     File(File, Survey),
-}
-
-/// A value as a written answer.
-fn answer(value: Value, note: String) -> Answer {
-    Answer::Xml(answer_xml(Ok(value)).into(), note)
 }
 
 /// Serves this folder as `http://HOST:PORT`, joined through `peers`; with `shell`, a prompt too.
@@ -1049,7 +1043,7 @@ impl Node {
         };
         let token = token.as_str().ok_or("the token must be a string")?;
         if !token_ok(&self.caller.password, &self.url, token) {
-            return Ok(answer(Value::Bool(false), "wrong token".into()));
+            return Ok(Answer::Xml(answer_xml(Ok(Value::Bool(false))).into(), "wrong token".into()));
         }
         match mode.as_i64().ok_or("the mode must be an integer")? {
             0 => self.offer(arg),
@@ -1073,7 +1067,7 @@ impl Node {
         }
         let mut peers = lock(&self.peers);
         peers.merge(urls);
-        Ok(answer(peers.to_value(), plural(peers.list.len(), "peer")))
+        Ok(Answer::Xml(answer_xml(Ok(peers.to_value())).into(), plural(peers.list.len(), "peer")))
     }
 
     /// Mode 1: `[[names]]`, the servable names the regex searches; written once per
