@@ -15,7 +15,6 @@ use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
@@ -2355,7 +2354,7 @@ const MAX_URL_LEN: usize = 512;
 const PART_PREFIX: &str = ".tinyp2p-";
 
 /// The `.part` files in use (where there is no O_TMPFILE): removed on Ctrl-C and SIGTERM.
-static PARTS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+static PARTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// A lock, even if a thread panicked while holding it: every lock here guards data that
 /// stays whole between statements.
@@ -2393,7 +2392,7 @@ struct Part {
     /// The file being written.
     file: File,
     /// Its name, where it needs one.
-    path: Option<PathBuf>,
+    path: Option<String>,
 }
 
 impl Part {
@@ -2410,7 +2409,7 @@ impl Part {
         static COUNT: AtomicUsize = AtomicUsize::new(0);
         loop {
             let n = COUNT.fetch_add(1, Relaxed);
-            let path = PathBuf::from(format!("{PART_PREFIX}{}-{}-{n}.part", host_name(), std::process::id()));
+            let path = format!("{PART_PREFIX}{}-{}-{n}.part", host_name(), std::process::id());
             let mut parts = lock(&PARTS); // held, so a signal cannot come between create and record
             match options.clone().create_new(true).open(&path) {
                 Ok(file) => {
@@ -2432,7 +2431,7 @@ impl Part {
                 io::ErrorKind::AlreadyExists => Err(e),
                 _ => give_name(path, name, false),
             }),
-            None => give_name(Path::new(&format!("/proc/self/fd/{}", self.file.as_raw_fd())), name, false),
+            None => give_name(&format!("/proc/self/fd/{}", self.file.as_raw_fd()), name, false),
         };
         match linked {
             Ok(()) => Ok(true),
@@ -2455,8 +2454,8 @@ impl Drop for Part {
 /// Gives the file at `from` the name `to`, never replacing a file there: by a rename that
 /// refuses to (RENAME_NOREPLACE), or by a link, which follows `from`, so that an O_TMPFILE
 /// file's `/proc/self/fd` entry links the file itself (the way open(2) documents).
-fn give_name(from: &Path, to: &str, rename: bool) -> io::Result<()> {
-    let (old, new) = (CString::new(from.as_os_str().as_encoded_bytes())?, CString::new(to)?);
+fn give_name(from: &str, to: &str, rename: bool) -> io::Result<()> {
+    let (old, new) = (CString::new(from)?, CString::new(to)?);
     let (here, from, to) = (libc::AT_FDCWD, old.as_ptr(), new.as_ptr());
     // SAFETY: both are valid NUL-terminated strings that outlive the call.
     let rc = unsafe {
