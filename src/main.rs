@@ -1057,14 +1057,13 @@ impl Node {
         let items = arg.as_array().ok_or("mode 0 takes a list of peer URLs")?;
         let urls: Option<Vec<&str>> = items.iter().map(Value::as_str).collect();
         let urls = urls.ok_or("mode 0 takes a list of strings")?;
-        let (known, new) = {
-            let peers = lock(&self.peers);
-            (peers.list.len(), urls.iter().filter(|u| peers.is_new(u)).count())
-        };
-        if new > 0 && known + new > MAX_PEERS {
-            self.make_room(new);
-        }
         let mut peers = lock(&self.peers);
+        let new = urls.iter().filter(|u| peers.is_new(u)).count();
+        if new > 0 && peers.list.len() + new > MAX_PEERS {
+            drop(peers); // the probes take a while, and make_room locks the list itself
+            self.make_room(new);
+            peers = lock(&self.peers);
+        }
         peers.merge(urls);
         Ok(Answer::Xml(answer_xml(Ok(peers.to_value())).into(), plural(peers.list.len(), "peer")))
     }
