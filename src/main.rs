@@ -111,7 +111,7 @@ struct Settings {
 struct UsageError(String, bool);
 
 fn main() -> ExitCode {
-    let (cli, settings) = match parse_cli(std::env::args_os().skip(1).collect()) {
+    let (cli, settings) = match parse_cli(std::env::args_os().skip(1)) {
         Ok(parsed) => parsed,
         Err(UsageError(why, synopsis)) => {
             say_err(error_line(why));
@@ -157,10 +157,9 @@ fn run(cli: Cli, settings: Settings) -> Result<bool> {
 }
 
 /// Parses the arguments after the program name, and the settings.
-fn parse_cli(args: Vec<OsString>) -> Result<(Cli, Settings), UsageError> {
+fn parse_cli(args: impl Iterator<Item = OsString>) -> Result<(Cli, Settings), UsageError> {
     let usage = |why: &str| UsageError(why.to_string(), true);
     let mut args: Vec<String> = args
-        .into_iter()
         .map(|a| a.into_string().map_err(|a| usage(&format!("argument {a:?} is not UTF-8"))))
         .collect::<Result<_, _>>()?;
     let given = args.len();
