@@ -1193,12 +1193,11 @@ fn respond(node: &Node, request: &mut Request) -> Result<Answer, (u16, String)> 
 
 /// The local time as Python's server log writes it: `24/Nov/2026 10:00:00`.
 fn log_time() -> String {
-    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let mut buf = [0u8; 64];
-    // SAFETY: localtime_r and strftime get valid pointers, and strftime the buffer's size.
+    // SAFETY: time, localtime_r and strftime get valid pointers, and strftime the buffer's size.
     let n = unsafe {
         let mut tm: libc::tm = std::mem::zeroed();
-        libc::localtime_r(&(now as libc::time_t), &mut tm);
+        libc::localtime_r(&libc::time(std::ptr::null_mut()), &mut tm);
         libc::strftime(buf.as_mut_ptr().cast(), buf.len(), c"%d/%b/%Y %H:%M:%S".as_ptr(), &tm)
     };
     String::from_utf8_lossy(&buf[..n]).into_owned()
