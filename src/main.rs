@@ -2441,9 +2441,9 @@ impl Part {
 impl Drop for Part {
     fn drop(&mut self) {
         if let Some(path) = &self.path {
-            let mut parts = lock(&PARTS);
-            parts.retain(|p| p != path);
+            // gone before it is forgotten, so a signal in between finds it gone or listed
             let _ = fs::remove_file(path);
+            lock(&PARTS).retain(|p| p != path);
         }
     }
 }
@@ -2475,14 +2475,13 @@ fn host_name() -> String {
 /// (killed outright, on a file system without O_TMPFILE).
 fn clean_stale_parts() {
     let Ok(entries) = fs::read_dir(".") else { return };
+    let mine = format!("{PART_PREFIX}{}-", host_name());
     for name in entries.flatten().filter_map(|entry| entry.file_name().into_string().ok()) {
-        let owner = name.strip_prefix(PART_PREFIX).and_then(|rest| rest.strip_suffix(".part"));
-        let pid = owner.and_then(|owner| match owner.rsplitn(3, '-').collect::<Vec<_>>()[..] {
-            [_, pid, host] if host == host_name() => pid.parse::<i32>().ok().filter(|&pid| pid > 0),
-            _ => None,
-        });
+        // PID-N, as Part::create names them
+        let owner = name.strip_prefix(&mine).and_then(|rest| rest.strip_suffix(".part"));
+        let pid = owner.and_then(|owner| owner.rsplit_once('-')).and_then(|(pid, _)| pid.parse::<i32>().ok());
         // SAFETY: kill with signal 0 only asks whether the process exists.
-        let gone = pid.is_some_and(|pid| unsafe { libc::kill(pid, 0) } != 0)
+        let gone = pid.is_some_and(|pid| pid > 0 && unsafe { libc::kill(pid, 0) } != 0)
             && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
         if gone {
             let _ = fs::remove_file(&name);
