@@ -32,9 +32,6 @@ use xmlrpc::{Fault, Transport, Value};
 
 // ================================================================ command line
 
-/// Environment variable holding the password when PW is `-`.
-const PASSWORD_ENV: &str = "TINYP2P_PASSWORD";
-
 /// The command lines, shown with every usage error.
 const SYNOPSIS: &str = "\
 usage: tinyp2p PW server HOST PORT [PEER_URL...]   share this folder, join via the peers
@@ -202,8 +199,8 @@ fn parse_cli(args: impl Iterator<Item = OsString>) -> Result<(Cli, Settings), Us
 
 /// The password: the argument, or `TINYP2P_PASSWORD` when the argument is `-`.
 fn password(arg: &str) -> Result<String, UsageError> {
-    let unset = || UsageError(format!("PW is '-' but {PASSWORD_ENV} is not set"), true);
-    if arg == "-" { std::env::var(PASSWORD_ENV).map_err(|_| unset()) } else { Ok(arg.to_string()) }
+    let unset = || UsageError("PW is '-' but TINYP2P_PASSWORD is not set".into(), true);
+    if arg == "-" { std::env::var("TINYP2P_PASSWORD").map_err(|_| unset()) } else { Ok(arg.to_string()) }
 }
 
 /// The settings from the environment; a value out of range is a usage error naming the range.
