@@ -128,14 +128,11 @@ fn main() -> ExitCode {
         }
     }));
     watch_signals();
-    match run(cli, settings) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            say_err(error_line(format_args!("{e:#}")));
-            ExitCode::FAILURE
-        }
-    }
+    let ok = run(cli, settings).unwrap_or_else(|e| {
+        say_err(error_line(format_args!("{e:#}")));
+        false
+    });
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 /// Runs what the command line asked for; `Ok(false)` when some part of it failed.
