@@ -15,7 +15,6 @@ use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
@@ -32,9 +31,6 @@ use xml::reader::{EventReader, XmlEvent};
 use xmlrpc::{Fault, Transport, Value};
 
 // ================================================================ command line
-
-/// Environment variable holding the password when PW is `-`.
-const PASSWORD_ENV: &str = "TINYP2P_PASSWORD";
 
 /// The command lines, shown with every usage error.
 const SYNOPSIS: &str = "\
@@ -112,10 +108,10 @@ struct Settings {
 struct UsageError(String, bool);
 
 fn main() -> ExitCode {
-    let (cli, settings) = match parse_cli(std::env::args_os().skip(1).collect()) {
+    let (cli, settings) = match parse_cli(std::env::args_os().skip(1)) {
         Ok(parsed) => parsed,
         Err(UsageError(why, synopsis)) => {
-            say_err(format_args!("tinyp2p: {}", printable(&why)));
+            say_err(error_line(why));
             if synopsis {
                 say_err(format_args!("{SYNOPSIS}\n(tinyp2p --help tells more)"));
             }
@@ -125,21 +121,18 @@ fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|panic| {
         // tiny_http's own threads can give up (its accept loop on EMFILE, say): the pool
         // notices and serves again (see "tiny_http's price"); anything else is a bug here
-        let what = printable(panic.payload_as_str().unwrap_or("a panic"));
+        let what = panic.payload_as_str().unwrap_or("a panic");
         match panic.location().filter(|at| at.file().contains("tiny_http")) {
-            Some(_) => say_err(format_args!("tinyp2p: a tiny_http thread stopped: {what}")),
-            None => say_err(format_args!("tinyp2p: internal error: {}", printable(&panic.to_string()))),
+            Some(_) => say_err(error_line(format_args!("a tiny_http thread stopped: {what}"))),
+            None => say_err(error_line(format_args!("internal error: {panic}"))),
         }
     }));
     watch_signals();
-    match run(cli, settings) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            say_err(error_line(format_args!("{e:#}")));
-            ExitCode::FAILURE
-        }
-    }
+    let ok = run(cli, settings).unwrap_or_else(|e| {
+        say_err(error_line(format_args!("{e:#}")));
+        false
+    });
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 /// Runs what the command line asked for; `Ok(false)` when some part of it failed.
@@ -158,10 +151,9 @@ fn run(cli: Cli, settings: Settings) -> Result<bool> {
 }
 
 /// Parses the arguments after the program name, and the settings.
-fn parse_cli(args: Vec<OsString>) -> Result<(Cli, Settings), UsageError> {
+fn parse_cli(args: impl Iterator<Item = OsString>) -> Result<(Cli, Settings), UsageError> {
     let usage = |why: &str| UsageError(why.to_string(), true);
     let mut args: Vec<String> = args
-        .into_iter()
         .map(|a| a.into_string().map_err(|a| usage(&format!("argument {a:?} is not UTF-8"))))
         .collect::<Result<_, _>>()?;
     let given = args.len();
@@ -204,11 +196,8 @@ fn parse_cli(args: Vec<OsString>) -> Result<(Cli, Settings), UsageError> {
 
 /// The password: the argument, or `TINYP2P_PASSWORD` when the argument is `-`.
 fn password(arg: &str) -> Result<String, UsageError> {
-    if arg != "-" {
-        return Ok(arg.to_string());
-    }
-    std::env::var(PASSWORD_ENV)
-        .map_err(|_| UsageError(format!("PW is '-' but {PASSWORD_ENV} is not set"), true))
+    let unset = || UsageError("PW is '-' but TINYP2P_PASSWORD is not set".into(), true);
+    if arg == "-" { std::env::var("TINYP2P_PASSWORD").map_err(|_| unset()) } else { Ok(arg.to_string()) }
 }
 
 /// The settings from the environment; a value out of range is a usage error naming the range.
@@ -224,10 +213,9 @@ fn settings(quiet: bool) -> Result<Settings, UsageError> {
 
 /// The number in environment variable `name`, from `min` to `max`; `default` when unset.
 fn env_number(name: &str, default: f64, min: f64, max: f64) -> Result<f64, UsageError> {
-    let text = match std::env::var(name) {
-        Err(std::env::VarError::NotPresent) => return Ok(default),
-        other => other.unwrap_or_default(),
-    };
+    let Some(text) = std::env::var_os(name) else { return Ok(default) };
+    // a value that is not UTF-8 is shown as ""
+    let text = text.into_string().unwrap_or_default();
     match text.trim().parse::<f64>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(UsageError(format!("{name} must be a number from {min} to {max}, not {text:?}"), false)),
@@ -883,10 +871,7 @@ impl Peers {
     /// Appends every valid URL not yet known, in order, up to MAX_PEERS.
     fn merge<'a>(&mut self, urls: impl IntoIterator<Item = &'a str>) {
         for url in urls {
-            if self.list.len() >= MAX_PEERS {
-                break;
-            }
-            if self.is_new(url) {
+            if self.list.len() < MAX_PEERS && self.is_new(url) {
                 self.seen.insert(url.to_string());
                 self.list.push(url.to_string());
             }
@@ -895,9 +880,8 @@ impl Peers {
 
     /// Forgets `url`.
     fn remove(&mut self, url: &str) {
-        if self.seen.remove(url) {
-            self.list.retain(|u| u != url);
-        }
+        self.seen.remove(url);
+        self.list.retain(|u| u != url);
     }
 
     /// The list as an XML-RPC array of strings.
@@ -926,22 +910,14 @@ enum Answer {
     File(File, Survey),
 }
 
-/// A value as a written answer.
-fn answer(value: Value, note: String) -> Answer {
-    Answer::Xml(answer_xml(Ok(value)).into(), note)
-}
-
 /// Serves this folder as `http://HOST:PORT`, joined through `peers`; with `shell`, a prompt too.
 fn serve(caller: Caller, host: &str, port: u16, peers: &[String], shell: bool) -> Result<bool> {
     raise_fd_limit();
     let listener = Arc::new(listen(host.trim_matches(['[', ']']), port, caller.settings.timeout)?);
     let port = listener.local_addr().context("no local address")?.port();
     // an IPv6 address goes in brackets in a URL: `::1` is `http://[::1]:PORT`
-    let url = if host.contains(':') && !host.starts_with('[') {
-        format!("http://[{host}]:{port}")
-    } else {
-        format!("http://{host}:{port}")
-    };
+    let bare_ipv6 = host.contains(':') && !host.starts_with('[');
+    let url = if bare_ipv6 { format!("http://[{host}]:{port}") } else { format!("http://{host}:{port}") };
     let node = Arc::new(Node::new(caller, url, peers));
     let (names, left_out) = scan().context("cannot list this folder")?;
     Pool::start(&node, listener)?;
@@ -1022,12 +998,12 @@ impl Node {
         };
         let token = token.as_str().ok_or("the token must be a string")?;
         if !token_ok(&self.caller.password, &self.url, token) {
-            return Ok(answer(Value::Bool(false), "wrong token".into()));
+            return Ok(Answer::Xml(answer_xml(Ok(Value::Bool(false))).into(), "wrong token".into()));
         }
         match mode.as_i64().ok_or("the mode must be an integer")? {
             0 => self.offer(arg),
             1 => self.search(arg),
-            _ => self.open(arg).map(|(file, plan)| Answer::File(file, plan)),
+            _ => self.open(arg),
         }
     }
 
@@ -1037,16 +1013,15 @@ impl Node {
         let items = arg.as_array().ok_or("mode 0 takes a list of peer URLs")?;
         let urls: Option<Vec<&str>> = items.iter().map(Value::as_str).collect();
         let urls = urls.ok_or("mode 0 takes a list of strings")?;
-        let (known, new) = {
-            let peers = lock(&self.peers);
-            (peers.list.len(), urls.iter().filter(|u| peers.is_new(u)).count())
-        };
-        if new > 0 && known + new > MAX_PEERS {
-            self.make_room(new);
-        }
         let mut peers = lock(&self.peers);
+        let new = urls.iter().filter(|u| peers.is_new(u)).count();
+        if new > 0 && peers.list.len() + new > MAX_PEERS {
+            drop(peers); // the probes take a while, and make_room locks the list itself
+            self.make_room(new);
+            peers = lock(&self.peers);
+        }
         peers.merge(urls);
-        Ok(answer(peers.to_value(), plural(peers.list.len(), "peer")))
+        Ok(Answer::Xml(answer_xml(Ok(peers.to_value())).into(), plural(peers.list.len(), "peer")))
     }
 
     /// Mode 1: `[[names]]`, the servable names the regex searches; written once per
@@ -1062,29 +1037,22 @@ impl Node {
             listing.names.iter().filter(|n| regex.is_match(n)).map(|n| Value::from(n.as_str())).collect();
         let n = found.len();
         let xml: Arc<[u8]> = answer_xml(Ok(Value::Array(vec![Value::Array(found)]))).into();
-        let mut answers = lock(&listing.answers);
-        if answers.len() >= ANSWER_CACHE {
-            answers.clear();
-        }
-        answers.insert(pattern.to_string(), (xml.clone(), n));
+        remember(&listing.answers, ANSWER_CACHE, pattern.to_string(), (xml.clone(), n));
         Ok(Answer::Xml(xml, plural(n, "name")))
     }
 
     /// Mode 2: the named file, opened in the folder and surveyed, if it is served.
-    fn open(&self, arg: &Value) -> Result<(File, Survey), String> {
+    fn open(&self, arg: &Value) -> Result<Answer, String> {
         let name = arg.as_str().ok_or("mode 2 takes a file name")?;
         let refused = || "no such file".to_string();
         let target = servable(name).ok_or_else(refused)?;
         // Not through a link swapped in since the check, nor blocking on a FIFO.
         let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK;
-        let options = OpenOptions::new().read(true).custom_flags(flags).clone();
-        let mut file = options.open(target).map_err(|_| refused())?;
-        let meta = file.metadata().map_err(|_| refused())?;
-        if !meta.is_file() {
-            return Err(refused());
-        }
+        let mut file =
+            OpenOptions::new().read(true).custom_flags(flags).open(target).map_err(|_| refused())?;
+        let meta = file.metadata().ok().filter(fs::Metadata::is_file).ok_or_else(refused)?;
         let plan = self.survey(&mut file, &meta).map_err(|e| format!("cannot read it: {}", words(&e)))?;
-        Ok((file, plan))
+        Ok(Answer::File(file, plan))
     }
 
     /// A file's survey, kept while its device, inode, size and mtime stay the same, so a
@@ -1098,11 +1066,7 @@ impl Node {
         let plan = survey(file, meta.len())?;
         file.rewind()?;
         if settled(meta.modified()?) {
-            let mut surveys = lock(&self.surveys);
-            if surveys.len() >= SURVEY_CACHE {
-                surveys.clear();
-            }
-            surveys.insert(stamp, plan);
+            remember(&self.surveys, SURVEY_CACHE, stamp, plan);
         }
         Ok(plan)
     }
@@ -1115,9 +1079,7 @@ impl Node {
         }
         let stamp = folder.modified()?;
         let mut cache = lock(&self.listing);
-        if let Some((seen, listing)) = cache.as_ref()
-            && *seen == stamp
-        {
+        if let Some((_, listing)) = cache.as_ref().filter(|(seen, _)| *seen == stamp) {
             return Ok(listing.clone());
         }
         let listing = Arc::new(Listing { names: scan()?.0, answers: Mutex::default() });
@@ -1131,11 +1093,19 @@ fn settled(time: SystemTime) -> bool {
     SystemTime::now().duration_since(time).is_ok_and(|age| age >= SETTLE)
 }
 
+/// Keeps `value` under `key` in a cache of at most `most` entries, emptied when full.
+fn remember<K: std::hash::Hash + Eq, V>(cache: &Mutex<HashMap<K, V>>, most: usize, key: K, value: V) {
+    let mut cache = lock(cache);
+    if cache.len() >= most {
+        cache.clear();
+    }
+    cache.insert(key, value);
+}
+
 /// Answers one HTTP request and logs it in one line, as Python's server does.
 fn handle(node: &Node, mut request: Request) {
     let who = request.remote_addr().map_or("-".to_string(), |a| a.ip().to_string());
-    let (method, path, version) =
-        (request.method().clone(), printable(request.url()), request.http_version());
+    let (method, path, version) = (request.method(), printable(request.url()), request.http_version());
     let line = format!("{who} - - [{}] \"{method} {path} HTTP/{version}\"", log_time());
     let (status, note, sent) = match respond(node, &mut request) {
         Ok(Answer::File(file, plan)) => {
@@ -1180,12 +1150,11 @@ fn respond(node: &Node, request: &mut Request) -> Result<Answer, (u16, String)> 
 
 /// The local time as Python's server log writes it: `24/Nov/2026 10:00:00`.
 fn log_time() -> String {
-    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let mut buf = [0u8; 64];
-    // SAFETY: localtime_r and strftime get valid pointers, and strftime the buffer's size.
+    // SAFETY: time, localtime_r and strftime get valid pointers, and strftime the buffer's size.
     let n = unsafe {
         let mut tm: libc::tm = std::mem::zeroed();
-        libc::localtime_r(&(now as libc::time_t), &mut tm);
+        libc::localtime_r(&libc::time(std::ptr::null_mut()), &mut tm);
         libc::strftime(buf.as_mut_ptr().cast(), buf.len(), c"%d/%b/%Y %H:%M:%S".as_ptr(), &tm)
     };
     String::from_utf8_lossy(&buf[..n]).into_owned()
@@ -1199,9 +1168,9 @@ fn compile_regex(pattern: &str) -> Result<Regex, String> {
         RegexBuilder::new(pattern).size_limit(REGEX_SIZE_LIMIT).dfa_size_limit(REGEX_SIZE_LIMIT).build();
     built.map_err(|e| {
         let text = e.to_string();
-        let gist = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+        let gist = text.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or_default();
+        let gist = gist.trim_start_matches("error: ");
         let hint = glob_as_regex(pattern).map(|re| format!("; PATTERN is a regex, not a glob: try '{re}'"));
-        let gist = gist.trim().trim_start_matches("error: ");
         format!("invalid regex {pattern:?}: {gist}{}", hint.unwrap_or_default())
     })
 }
@@ -2339,7 +2308,7 @@ const MAX_URL_LEN: usize = 512;
 const PART_PREFIX: &str = ".tinyp2p-";
 
 /// The `.part` files in use (where there is no O_TMPFILE): removed on Ctrl-C and SIGTERM.
-static PARTS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+static PARTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// A lock, even if a thread panicked while holding it: every lock here guards data that
 /// stays whole between statements.
@@ -2350,10 +2319,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Whether `name` is one plain file name: not empty, `.` or `..`, no separators, no
 /// control characters, nothing XML cannot carry.
 fn plain_name(name: &str) -> bool {
-    !name.is_empty()
+    !matches!(name, "" | "." | "..")
         && name.len() <= MAX_NAME_LEN
-        && name != "."
-        && name != ".."
         && !name.chars().any(|c| matches!(c, '/' | '\\' | '\u{FFFE}' | '\u{FFFF}') || c.is_control())
 }
 
@@ -2366,8 +2333,7 @@ fn is_part(name: &str) -> bool {
 /// pass for any number of nodes), no white space or control characters.
 fn valid_peer_url(url: &str) -> bool {
     url.len() <= MAX_URL_LEN
-        && url.len() > "http://".len()
-        && url.starts_with("http://")
+        && url.strip_prefix("http://").is_some_and(|rest| !rest.is_empty())
         && node_base(url) == url
         && !url.chars().any(|c| c.is_whitespace() || c.is_control())
 }
@@ -2380,7 +2346,7 @@ struct Part {
     /// The file being written.
     file: File,
     /// Its name, where it needs one.
-    path: Option<PathBuf>,
+    path: Option<String>,
 }
 
 impl Part {
@@ -2390,15 +2356,14 @@ impl Part {
         options.read(true).write(true).mode(0o644);
         match options.clone().custom_flags(libc::O_TMPFILE).open(".") {
             Ok(file) => return Ok(Part { file, path: None }),
-            Err(e) if !matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)) => {
-                return Err(e);
-            }
-            Err(_) => {}
+            // no O_TMPFILE here (the file system, or an old kernel): a named file instead
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)) => {}
+            Err(e) => return Err(e),
         }
         static COUNT: AtomicUsize = AtomicUsize::new(0);
         loop {
             let n = COUNT.fetch_add(1, Relaxed);
-            let path = PathBuf::from(format!("{PART_PREFIX}{}-{}-{n}.part", host_name(), std::process::id()));
+            let path = format!("{PART_PREFIX}{}-{}-{n}.part", host_name(), std::process::id());
             let mut parts = lock(&PARTS); // held, so a signal cannot come between create and record
             match options.clone().create_new(true).open(&path) {
                 Ok(file) => {
@@ -2420,7 +2385,7 @@ impl Part {
                 io::ErrorKind::AlreadyExists => Err(e),
                 _ => give_name(path, name, false),
             }),
-            None => give_name(Path::new(&format!("/proc/self/fd/{}", self.file.as_raw_fd())), name, false),
+            None => give_name(&format!("/proc/self/fd/{}", self.file.as_raw_fd()), name, false),
         };
         match linked {
             Ok(()) => Ok(true),
@@ -2433,9 +2398,9 @@ impl Part {
 impl Drop for Part {
     fn drop(&mut self) {
         if let Some(path) = &self.path {
-            let mut parts = lock(&PARTS);
-            parts.retain(|p| p != path);
+            // gone before it is forgotten, so a signal in between finds it gone or listed
             let _ = fs::remove_file(path);
+            lock(&PARTS).retain(|p| p != path);
         }
     }
 }
@@ -2443,8 +2408,8 @@ impl Drop for Part {
 /// Gives the file at `from` the name `to`, never replacing a file there: by a rename that
 /// refuses to (RENAME_NOREPLACE), or by a link, which follows `from`, so that an O_TMPFILE
 /// file's `/proc/self/fd` entry links the file itself (the way open(2) documents).
-fn give_name(from: &Path, to: &str, rename: bool) -> io::Result<()> {
-    let (old, new) = (CString::new(from.as_os_str().as_encoded_bytes())?, CString::new(to)?);
+fn give_name(from: &str, to: &str, rename: bool) -> io::Result<()> {
+    let (old, new) = (CString::new(from)?, CString::new(to)?);
     let (here, from, to) = (libc::AT_FDCWD, old.as_ptr(), new.as_ptr());
     // SAFETY: both are valid NUL-terminated strings that outlive the call.
     let rc = unsafe {
@@ -2467,14 +2432,13 @@ fn host_name() -> String {
 /// (killed outright, on a file system without O_TMPFILE).
 fn clean_stale_parts() {
     let Ok(entries) = fs::read_dir(".") else { return };
+    let mine = format!("{PART_PREFIX}{}-", host_name());
     for name in entries.flatten().filter_map(|entry| entry.file_name().into_string().ok()) {
-        let owner = name.strip_prefix(PART_PREFIX).and_then(|rest| rest.strip_suffix(".part"));
-        let pid = owner.and_then(|owner| match owner.rsplitn(3, '-').collect::<Vec<_>>()[..] {
-            [_, pid, host] if host == host_name() => pid.parse::<i32>().ok().filter(|&pid| pid > 0),
-            _ => None,
-        });
+        // PID-N, as Part::create names them
+        let owner = name.strip_prefix(&mine).and_then(|rest| rest.strip_suffix(".part"));
+        let pid = owner.and_then(|owner| owner.rsplit_once('-')).and_then(|(pid, _)| pid.parse::<i32>().ok());
         // SAFETY: kill with signal 0 only asks whether the process exists.
-        let gone = pid.is_some_and(|pid| unsafe { libc::kill(pid, 0) } != 0)
+        let gone = pid.is_some_and(|pid| pid > 0 && unsafe { libc::kill(pid, 0) } != 0)
             && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
         if gone {
             let _ = fs::remove_file(&name);
