@@ -289,8 +289,11 @@ fn token_ok(password: &[u8], url: &str, token: &str) -> bool {
 /// Deepest element nesting read, by a node and (through `check_answer`) by the xmlrpc
 /// crate: a listing is 11 deep, and the crate's parser recurses once per level.
 const MAX_XML_DEPTH: usize = 32;
-/// Most elements in one call a node reads: a full peer list takes two per peer.
-const MAX_ELEMENTS: usize = 4 * MAX_PEERS;
+/// Most elements in one call a node reads: a full peer list takes two per peer. (A tree
+/// of them costs about 200 bytes an element, so at most a few MB a request.)
+const MAX_ELEMENTS: usize = 2 * MAX_PEERS + 64;
+/// Most items in one XML-RPC list a node reads: no offer needs more.
+const MAX_ITEMS: usize = MAX_PEERS;
 
 /// An XML-RPC `<methodCall>` for `f(token, mode, arg)`.
 fn call_xml(token: &str, mode: i32, arg: Value) -> Vec<u8> {
@@ -365,8 +368,12 @@ fn read_element(xml: &[u8]) -> Result<Element, String> {
                 open.push(Element { tag: name.local_name, ..Element::default() });
             }
             XmlEvent::EndElement { .. } => {
-                let done = open.pop().expect("xml-rs pairs every end with a start");
+                let mut done = open.pop().expect("xml-rs pairs every end with a start");
+                done.children.shrink_to_fit(); // most hold one child: no room kept for four
                 open.last_mut().expect("the document stays open").children.push(done);
+                if open.len() == 1 {
+                    break; // the root element is whole: what follows it is not read
+                }
             }
             XmlEvent::Characters(text) | XmlEvent::Whitespace(text) | XmlEvent::CData(text) => {
                 open.last_mut().expect("the document stays open").text.push_str(&text);
@@ -409,10 +416,12 @@ fn read_value(value: &Element) -> Result<Value, String> {
     let text = typed.text.trim();
     let invalid = || format!("invalid <{}> {text:?}", typed.tag);
     match (typed.tag.as_str(), typed.children.as_slice()) {
+        ("array", [data]) if data.children.len() > MAX_ITEMS => {
+            Err(format!("lists of more than {MAX_ITEMS} items are refused"))
+        }
         ("array", [data]) if data.tag == "data" && (text, data.text.trim()) == ("", "") => {
             data.children.iter().map(read_value).collect::<Result<_, _>>().map(Value::Array)
         }
-        ("array", _) | (_, [_, ..]) => Err(malformed()),
         ("string", []) => Ok(Value::String(typed.text.clone())),
         ("int" | "i4", []) => text.parse().map(Value::Int).map_err(|_| invalid()),
         ("i8", []) => text.parse().map(Value::Int64).map_err(|_| invalid()),
@@ -423,6 +432,9 @@ fn read_value(value: &Element) -> Result<Value, String> {
             base64_simd::STANDARD.decode_to_vec(&digits).map(Value::Base64).map_err(|_| invalid())
         }
         ("nil", []) => Ok(Value::Nil),
+        ("array" | "string" | "int" | "i4" | "i8" | "double" | "boolean" | "base64" | "nil", _) => {
+            Err(malformed())
+        }
         (other, _) => Err(format!("XML-RPC type <{other}> is not supported here")),
     }
 }
@@ -2378,20 +2390,45 @@ impl Part {
 
     /// Gives the complete file its name unless that name exists by now (never
     /// overwrites); true if it did.
-    fn publish(self, name: &str) -> io::Result<bool> {
+    fn publish(mut self, name: &str) -> io::Result<bool> {
         let linked = match &self.path {
-            // a rename is one step; where it cannot refuse to replace (NFS), a link
-            Some(path) => give_name(path, name, true).or_else(|e| match e.kind() {
+            // a rename is one step; where it cannot refuse to replace (NFS), a link (of the
+            // part itself, never of what a link swapped in for it points to)
+            Some(path) => rename_new(path, name).or_else(|e| match e.kind() {
                 io::ErrorKind::AlreadyExists => Err(e),
-                _ => give_name(path, name, false),
+                _ => fs::hard_link(path, name),
             }),
-            None => give_name(&format!("/proc/self/fd/{}", self.file.as_raw_fd()), name, false),
+            None => link_unnamed(&self.file, name),
         };
-        match linked {
+        let published = match linked {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(io::Error::new(e.kind(), format!("cannot give the file its name: {}", words(&e)))),
+            // neither links nor renames that refuse to replace (vboxsf, some FUSE file systems)
+            Err(_) => self.copy_to(name),
+        };
+        published
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot give the file its name: {}", words(&e))))
+    }
+
+    /// Copies the file into a new file `name`, unless that exists; removes it on failure,
+    /// and (listed as a part meanwhile) on Ctrl-C or SIGTERM. A client killed outright
+    /// mid-copy leaves it partial: only where no link or safe rename is to be had.
+    fn copy_to(&mut self, name: &str) -> io::Result<bool> {
+        let mut parts = lock(&PARTS);
+        let mut target = match OpenOptions::new().write(true).create_new(true).open(name) {
+            Ok(target) => target,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        parts.push(name.to_string());
+        drop(parts);
+        let copied = self.file.rewind().and_then(|()| io::copy(&mut self.file, &mut target));
+        lock(&PARTS).retain(|part| part != name);
+        if let Err(e) = copied {
+            let _ = fs::remove_file(name);
+            return Err(e);
         }
+        Ok(true)
     }
 }
 
@@ -2405,19 +2442,21 @@ impl Drop for Part {
     }
 }
 
-/// Gives the file at `from` the name `to`, never replacing a file there: by a rename that
-/// refuses to (RENAME_NOREPLACE), or by a link, which follows `from`, so that an O_TMPFILE
-/// file's `/proc/self/fd` entry links the file itself (the way open(2) documents).
-fn give_name(from: &str, to: &str, rename: bool) -> io::Result<()> {
-    let (old, new) = (CString::new(from)?, CString::new(to)?);
-    let (here, from, to) = (libc::AT_FDCWD, old.as_ptr(), new.as_ptr());
+/// Links an O_TMPFILE file to `name`: the way open(2) documents, through /proc.
+fn link_unnamed(file: &File, name: &str) -> io::Result<()> {
+    let (from, to) = (CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?, CString::new(name)?);
+    let (here, follow) = (libc::AT_FDCWD, libc::AT_SYMLINK_FOLLOW);
     // SAFETY: both are valid NUL-terminated strings that outlive the call.
-    let rc = unsafe {
-        match rename {
-            true => libc::renameat2(here, from, here, to, libc::RENAME_NOREPLACE),
-            false => libc::linkat(here, from, here, to, libc::AT_SYMLINK_FOLLOW),
-        }
-    };
+    let rc = unsafe { libc::linkat(here, from.as_ptr(), here, to.as_ptr(), follow) };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Renames `from` to `to` unless `to` exists (RENAME_NOREPLACE).
+fn rename_new(from: &str, to: &str) -> io::Result<()> {
+    let (from, to) = (CString::new(from)?, CString::new(to)?);
+    let (here, flags) = (libc::AT_FDCWD, libc::RENAME_NOREPLACE);
+    // SAFETY: both are valid NUL-terminated strings that outlive the call.
+    let rc = unsafe { libc::renameat2(here, from.as_ptr(), here, to.as_ptr(), flags) };
     if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
@@ -2868,6 +2907,14 @@ mod tests {
         }
 
         #[test]
+        fn reads_no_further_than_the_end_of_the_call() {
+            let mut body = call_xml("t", 1, Value::from("."));
+            body.extend_from_slice(b"\0junk<");
+            let (_, params) = parse_call(&body).unwrap();
+            assert_eq!(params, vec![Value::from("t"), Value::Int(1), Value::from(".")]);
+        }
+
+        #[test]
         fn parses_what_the_xmlrpc_crate_sends() {
             let body = call_xml("t", 2, Value::from("a&b"));
             let (_, params) = parse_call(&body).unwrap();
@@ -2901,6 +2948,13 @@ mod tests {
             );
             assert!(parse_call(deep.as_bytes()).is_err());
             assert!(parse_call(b"not xml").is_err());
+            let strings = |n: usize| Value::Array(vec![Value::from("http://a:1"); n]);
+            let (_, params) = parse_call(&call_xml("t", 0, strings(MAX_ITEMS))).unwrap();
+            assert_eq!(params[2], strings(MAX_ITEMS));
+            let too_many = parse_call(&call_xml("t", 0, strings(MAX_ITEMS + 1))).unwrap_err();
+            assert!(too_many.contains("items are refused"), "{too_many}");
+            let dict = b"<methodCall><methodName>f</methodName><params><param><value><struct><member><name>a</name><value>1</value></member></struct></value></param></params></methodCall>";
+            assert_eq!(parse_call(dict).unwrap_err(), "XML-RPC type <struct> is not supported here");
             assert!(parse_call(b"<methodCall><methodName>f</methodName><params><param><value><int>x</int></value></param></params></methodCall>").is_err());
         }
     }

@@ -454,14 +454,34 @@ mod trickles {
 mod part_files {
     use super::*;
 
-    /// An LD_PRELOAD shim that fails every open with O_TMPFILE as vfat, NFS and SMB do.
+    /// An LD_PRELOAD shim that fails every open with O_TMPFILE as vfat, NFS and SMB do; with
+    /// SHIM_NO_LINKS set, also renameat2 (EINVAL) and linkat (EPERM), as vboxsf does.
     const SHIM: &str = r#"
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <sys/types.h>
+
+int renameat2(int from_dir, const char *from, int to_dir, const char *to, unsigned int flags) {
+    if (getenv("SHIM_NO_LINKS")) {
+        errno = EINVAL;
+        return -1;
+    }
+    int (*real)(int, const char *, int, const char *, unsigned int) = dlsym(RTLD_NEXT, "renameat2");
+    return real(from_dir, from, to_dir, to, flags);
+}
+
+int linkat(int from_dir, const char *from, int to_dir, const char *to, int flags) {
+    if (getenv("SHIM_NO_LINKS")) {
+        errno = EPERM;
+        return -1;
+    }
+    int (*real)(int, const char *, int, const char *, int) = dlsym(RTLD_NEXT, "linkat");
+    return real(from_dir, from, to_dir, to, flags);
+}
 
 #define TMPFILE(flags) (((flags) & O_TMPFILE) == O_TMPFILE)
 #define MODE(flags, mode)                                  \
@@ -621,6 +641,25 @@ OPENAT(openat64)
         expected.sort();
         assert_eq!(dir.names(), expected, "the stale {part} must go, the live one stay");
         assert_eq!(dir.read("small.txt"), b"small\n");
+    }
+
+    #[test]
+    fn with_neither_links_nor_safe_renames_each_file_is_copied_into_place_and_nothing_is_left() {
+        let lib_dir = TempDir::new();
+        let lib = shim(&lib_dir);
+        let shared = TempDir::new();
+        let binary: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        shared.write("a.txt", "line one\r\nline two\n");
+        shared.write("b.bin", &binary);
+        let node = Node::rust(PW, shared.path(), &[]);
+        let dir = TempDir::new();
+        let mut cmd = client_command(dir.path(), &node.url, ".", &[("SHIM_NO_LINKS", "1")]);
+        cmd.env("LD_PRELOAD", &lib);
+        let run = common::run(cmd);
+        assert_eq!(run.status.code(), Some(0), "stderr: {}", run.stderr);
+        assert_eq!(dir.names(), ["a.txt", "b.bin"], "no part file may stay");
+        assert_eq!(dir.read("a.txt"), b"line one\r\nline two\n");
+        assert_eq!(dir.read("b.bin"), binary);
     }
 }
 
