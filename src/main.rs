@@ -2376,14 +2376,8 @@ impl Part {
         loop {
             let n = COUNT.fetch_add(1, Relaxed);
             let path = format!("{PART_PREFIX}{}-{}-{n}.part", host_name(), std::process::id());
-            let mut parts = lock(&PARTS); // held, so a signal cannot come between create and record
-            match options.clone().create_new(true).open(&path) {
-                Ok(file) => {
-                    parts.push(path.clone());
-                    return Ok(Part { file, path: Some(path) });
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
+            if let Some(file) = create_listed(&options, &path)? {
+                return Ok(Part { file, path: Some(path) });
             }
         }
     }
@@ -2414,14 +2408,7 @@ impl Part {
     /// and (listed as a part meanwhile) on Ctrl-C or SIGTERM. A client killed outright
     /// mid-copy leaves it partial: only where no link or safe rename is to be had.
     fn copy_to(&mut self, name: &str) -> io::Result<bool> {
-        let mut parts = lock(&PARTS);
-        let mut target = match OpenOptions::new().write(true).create_new(true).open(name) {
-            Ok(target) => target,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
-            Err(e) => return Err(e),
-        };
-        parts.push(name.to_string());
-        drop(parts);
+        let Some(mut target) = create_listed(OpenOptions::new().write(true), name)? else { return Ok(false) };
         let copied = self.file.rewind().and_then(|()| io::copy(&mut self.file, &mut target));
         lock(&PARTS).retain(|part| part != name);
         if let Err(e) = copied {
@@ -2430,6 +2417,18 @@ impl Part {
         }
         Ok(true)
     }
+}
+
+/// Creates the new file `name` with `options` and lists it in PARTS, for removal on Ctrl-C
+/// and SIGTERM; `None` if `name` exists.
+fn create_listed(options: &OpenOptions, name: &str) -> io::Result<Option<File>> {
+    let mut parts = lock(&PARTS); // held, so a signal cannot come between create and record
+    let file = match options.clone().create_new(true).open(name) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(None),
+        opened => opened?,
+    };
+    parts.push(name.to_string());
+    Ok(Some(file))
 }
 
 impl Drop for Part {
