@@ -1102,7 +1102,7 @@ impl Node {
 
 /// Whether a file-system time is older than SETTLE.
 fn settled(time: SystemTime) -> bool {
-    SystemTime::now().duration_since(time).is_ok_and(|age| age >= SETTLE)
+    time.elapsed().is_ok_and(|age| age >= SETTLE)
 }
 
 /// Keeps `value` under `key` in a cache of at most `most` entries, emptied when full.
