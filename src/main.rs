@@ -1192,12 +1192,8 @@ fn glob_as_regex(pattern: &str) -> Option<String> {
     if !pattern.contains(['*', '?']) {
         return None;
     }
-    let wildcard = |c: char| match c {
-        '*' => ".*".to_string(),
-        '?' => ".".to_string(),
-        c => regex::escape(c.encode_utf8(&mut [0; 4])),
-    };
-    let re = format!("^{}$", pattern.chars().map(wildcard).collect::<String>());
+    // escaped whole, then each `\*` and `\?` made a wildcard again: only a `*` or `?` escapes to those
+    let re = format!("^{}$", regex::escape(pattern).replace(r"\*", ".*").replace(r"\?", "."));
     let re = re.strip_prefix("^.*").unwrap_or(&re);
     let re = re.strip_suffix(".*$").unwrap_or(re);
     Some(if re.is_empty() || re == "$" || re == "^" { ".".into() } else { re.to_string() })
