@@ -1717,7 +1717,7 @@ impl Transport for Post<'_> {
         request.write_as_xml(&mut body)?;
         let answer = self.caller.send(self.url, &body, true)?;
         let read = answer.into_with_config().limit(MAX_ANSWER_BYTES).read_to_vec();
-        let answer = read.map_err(|e| self.caller.plain(self.url, e.into_io()))?;
+        let answer = read.map_err(|e| self.caller.plain(self.url, e))?;
         check_answer(&answer).map_err(|why| format!("node {}: {why}", self.url))?;
         Ok(Cursor::new(answer))
     }
@@ -1753,8 +1753,7 @@ impl Caller {
         if whole {
             post = post.config().timeout_global(Some(self.deadline)).build();
         }
-        let answer =
-            post.header("Content-Type", "text/xml").send(body).map_err(|e| self.plain(url, e.into_io()))?;
+        let answer = post.header("Content-Type", "text/xml").send(body).map_err(|e| self.plain(url, e))?;
         match answer.status().as_u16() {
             200 => Ok(answer.into_body()),
             code @ 300..400 => bail!("node {url} answered HTTP {code}, a redirect, which is not followed"),
@@ -1762,35 +1761,33 @@ impl Caller {
         }
     }
 
-    /// A failed call to `url`, or read or write of its answer, in a person's words. (ureq's
-    /// own errors come wrapped in an I/O error, or turned into one with `into_io`.)
-    fn plain(&self, url: &str, e: io::Error) -> anyhow::Error {
+    /// A failed call to `url`, or read or write of its answer, in a person's words. (ureq
+    /// turns an I/O error back into the ureq error it wraps, if any, else into `Io`.)
+    fn plain(&self, url: &str, e: impl Into<ureq::Error>) -> anyhow::Error {
         use io::ErrorKind::*;
         let secs = self.settings.timeout.as_secs_f64();
-        if let Some(e) = e.get_ref().and_then(|inner| inner.downcast_ref::<ureq::Error>()) {
-            return match e {
-                ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve)
-                | ureq::Error::ConnectionFailed => {
-                    anyhow!("node {url} is unreachable (no connection within {secs} s)")
+        match e.into() {
+            ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve)
+            | ureq::Error::ConnectionFailed => {
+                anyhow!("node {url} is unreachable (no connection within {secs} s)")
+            }
+            ureq::Error::Timeout(ureq::Timeout::Global) => anyhow!("node {url} did not answer in time"),
+            ureq::Error::Timeout(_) => anyhow!("no data from {url} for {secs} s"),
+            ureq::Error::HostNotFound => anyhow!("node {url} is unreachable (unknown host)"),
+            ureq::Error::StatusCode(code) => anyhow!("node {url} answered HTTP {code}"),
+            ureq::Error::BodyExceedsLimit(n) => anyhow!("node {url} sent an answer of over {n} bytes"),
+            ureq::Error::Io(e) => match e.kind() {
+                ConnectionRefused => anyhow!("node {url} is unreachable (connection refused)"),
+                TimedOut | WouldBlock => anyhow!("no data from {url} for {secs} s"),
+                UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe => {
+                    anyhow!("node {url} broke off its answer")
                 }
-                ureq::Error::Timeout(ureq::Timeout::Global) => anyhow!("node {url} did not answer in time"),
-                ureq::Error::Timeout(_) => anyhow!("no data from {url} for {secs} s"),
-                ureq::Error::HostNotFound => anyhow!("node {url} is unreachable (unknown host)"),
-                ureq::Error::StatusCode(code) => anyhow!("node {url} answered HTTP {code}"),
-                ureq::Error::BodyExceedsLimit(n) => anyhow!("node {url} sent an answer of over {n} bytes"),
-                e => anyhow!("node {url}: {e}"),
-            };
-        }
-        match e.kind() {
-            ConnectionRefused => anyhow!("node {url} is unreachable (connection refused)"),
-            TimedOut | WouldBlock => anyhow!("no data from {url} for {secs} s"),
-            UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe => {
-                anyhow!("node {url} broke off its answer")
-            }
-            StorageFull | FileTooLarge | QuotaExceeded | ReadOnlyFilesystem | PermissionDenied => {
-                anyhow!("cannot write it here: {}", words(&e).to_lowercase())
-            }
-            _ => anyhow!("node {url}: {}", words(&e)),
+                StorageFull | FileTooLarge | QuotaExceeded | ReadOnlyFilesystem | PermissionDenied => {
+                    anyhow!("cannot write it here: {}", words(&e).to_lowercase())
+                }
+                _ => anyhow!("node {url}: {}", words(&e)),
+            },
+            e => anyhow!("node {url}: {e}"),
         }
     }
 
