@@ -1959,8 +1959,7 @@ impl<R: Read> Read for Meter<'_, R> {
             return Err(io::Error::other("interrupted"));
         }
         let n = self.answer.read(buf)?;
-        let bars = self.report.live.as_ref().map(|(_, totals)| totals).into_iter().chain(&self.bar);
-        bars.for_each(|bar| bar.inc(n as u64));
+        std::iter::once(&self.report.totals).chain(&self.bar).for_each(|bar| bar.inc(n as u64));
         self.window.1 += n as u64;
         let (secs, limit) = (self.window.0.elapsed().as_secs_f64(), self.settings.speed_limit);
         if secs >= self.settings.speed_time.as_secs_f64() {
@@ -1975,8 +1974,8 @@ impl<R: Read> Read for Meter<'_, R> {
 
 impl<R> Drop for Meter<'_, R> {
     fn drop(&mut self) {
-        if let (Some(bar), Some((multi, _))) = (&self.bar, &self.report.live) {
-            multi.remove(bar);
+        if let Some(bar) = &self.bar {
+            self.report.multi.remove(bar);
         }
     }
 }
@@ -1991,8 +1990,10 @@ struct Report {
     started: Instant,
     /// Print only errors.
     quiet: bool,
-    /// On a terminal: the live status, and its line of totals.
-    live: Option<(MultiProgress, ProgressBar)>,
+    /// The live status: drawn on a terminal, else (and once interrupted) hidden.
+    multi: MultiProgress,
+    /// Its line of totals.
+    totals: ProgressBar,
 }
 
 /// A client run's counts.
@@ -2015,15 +2016,15 @@ fn style(template: &str) -> ProgressStyle {
 }
 
 impl Report {
-    /// A report, with a live status if `live` and on a terminal and not quiet.
+    /// A report, with a live status shown if `live` and on a terminal and not quiet.
     fn new(settings: &Settings, live: bool) -> Report {
-        let live = (live && !settings.quiet && io::stderr().is_terminal()).then(|| {
-            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(5));
-            let totals = style("{prefix} {binary_bytes} received at {binary_bytes_per_sec}");
-            (multi.clone(), multi.add(ProgressBar::no_length().with_style(totals)))
-        });
+        let shown = live && !settings.quiet && io::stderr().is_terminal();
+        let target = if shown { ProgressDrawTarget::stderr_with_hz(5) } else { ProgressDrawTarget::hidden() };
+        let multi = MultiProgress::with_draw_target(target);
+        let totals = style("{prefix} {binary_bytes} received at {binary_bytes_per_sec}");
+        let totals = multi.add(ProgressBar::no_length().with_style(totals));
         let (started, quiet) = (Instant::now(), settings.quiet);
-        Report { interrupted: AtomicBool::new(false), counts: Mutex::default(), started, quiet, live }
+        Report { interrupted: AtomicBool::default(), counts: Mutex::default(), started, quiet, multi, totals }
     }
 
     /// Whether Ctrl-C interrupted the run.
@@ -2034,22 +2035,16 @@ impl Report {
     /// Interrupts the run: clears its live status for good, and silences it.
     fn interrupt(&self) -> anyhow::Error {
         self.interrupted.store(true, Relaxed);
-        if let Some((multi, _)) = &self.live {
-            let _ = multi.clear();
-            multi.set_draw_target(ProgressDrawTarget::hidden());
-        }
+        let _ = self.multi.clear();
+        self.multi.set_draw_target(ProgressDrawTarget::hidden());
         anyhow!("interrupted")
     }
 
     /// Prints a whole line above the live status: on stdout, or with `err` on stderr.
     fn line(&self, err: bool, text: String) {
-        if self.interrupted() {
-            return;
-        }
-        let print = || if err { say_err(&text) } else { say(&text) };
-        match &self.live {
-            Some((multi, _)) => multi.suspend(print),
-            None => print(),
+        if !self.interrupted() {
+            // (indicatif runs it even when the status is hidden)
+            self.multi.suspend(|| if err { say_err(&text) } else { say(&text) });
         }
     }
 
@@ -2057,9 +2052,7 @@ impl Report {
     fn count(&self, change: impl FnOnce(&mut Counts)) {
         let mut counts = lock(&self.counts);
         change(&mut counts);
-        if let Some((_, totals)) = &self.live {
-            totals.set_prefix(format!("{} of {} files,", counts.fetched + counts.failed, counts.to_fetch));
-        }
+        self.totals.set_prefix(format!("{} of {} files,", counts.fetched + counts.failed, counts.to_fetch));
     }
 
     /// A file arrived.
@@ -2076,19 +2069,17 @@ impl Report {
         self.line(true, error_line(why));
     }
 
-    /// A download's own line in the live status, when the download is large.
+    /// A download's own line in the live status, when the download is large and the status shown.
     fn bar(&self, name: &str, size: Option<u64>) -> Option<ProgressBar> {
-        let (multi, size) = (&self.live.as_ref()?.0, size.filter(|&size| size >= SHOWN_SIZE)?);
+        let size = size.filter(|&size| size >= SHOWN_SIZE && !self.multi.is_hidden())?;
         let bar = ProgressBar::new(size).with_style(style("  {wide_msg} {percent:>3}%"));
-        Some(multi.add(bar.with_message(quoted(name))))
+        Some(self.multi.add(bar.with_message(quoted(name))))
     }
 
     /// Clears the live status and prints the summary line `summary` makes of the counts;
     /// true if nothing failed.
     fn finish(&self, summary: impl FnOnce(&Counts) -> String) -> bool {
-        if let Some((multi, _)) = &self.live {
-            let _ = multi.clear();
-        }
+        let _ = self.multi.clear();
         let c = lock(&self.counts);
         if !self.quiet {
             self.line(false, summary(&c));
