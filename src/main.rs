@@ -1713,7 +1713,7 @@ impl Transport for Post<'_> {
         request.write_as_xml(&mut body)?;
         let answer = self.caller.send(self.url, &body, true)?;
         let read = answer.into_with_config().limit(MAX_ANSWER_BYTES).read_to_vec();
-        let answer = read.map_err(|e| self.caller.plain(self.url, e.into_io()))?;
+        let answer = read.map_err(|e| self.caller.plain(self.url, e))?;
         check_answer(&answer).map_err(|why| format!("node {}: {why}", self.url))?;
         Ok(Cursor::new(answer))
     }
@@ -1749,8 +1749,7 @@ impl Caller {
         if whole {
             post = post.config().timeout_global(Some(self.deadline)).build();
         }
-        let answer =
-            post.header("Content-Type", "text/xml").send(body).map_err(|e| self.plain(url, e.into_io()))?;
+        let answer = post.header("Content-Type", "text/xml").send(body).map_err(|e| self.plain(url, e))?;
         match answer.status().as_u16() {
             200 => Ok(answer.into_body()),
             code @ 300..400 => bail!("node {url} answered HTTP {code}, a redirect, which is not followed"),
@@ -1758,35 +1757,33 @@ impl Caller {
         }
     }
 
-    /// A failed call to `url`, or read or write of its answer, in a person's words. (ureq's
-    /// own errors come wrapped in an I/O error, or turned into one with `into_io`.)
-    fn plain(&self, url: &str, e: io::Error) -> anyhow::Error {
+    /// A failed call to `url`, or read or write of its answer, in a person's words. (ureq
+    /// turns an I/O error back into the ureq error it wraps, if any, else into `Io`.)
+    fn plain(&self, url: &str, e: impl Into<ureq::Error>) -> anyhow::Error {
         use io::ErrorKind::*;
         let secs = self.settings.timeout.as_secs_f64();
-        if let Some(e) = e.get_ref().and_then(|inner| inner.downcast_ref::<ureq::Error>()) {
-            return match e {
-                ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve)
-                | ureq::Error::ConnectionFailed => {
-                    anyhow!("node {url} is unreachable (no connection within {secs} s)")
+        match e.into() {
+            ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve)
+            | ureq::Error::ConnectionFailed => {
+                anyhow!("node {url} is unreachable (no connection within {secs} s)")
+            }
+            ureq::Error::Timeout(ureq::Timeout::Global) => anyhow!("node {url} did not answer in time"),
+            ureq::Error::Timeout(_) => anyhow!("no data from {url} for {secs} s"),
+            ureq::Error::HostNotFound => anyhow!("node {url} is unreachable (unknown host)"),
+            ureq::Error::StatusCode(code) => anyhow!("node {url} answered HTTP {code}"),
+            ureq::Error::BodyExceedsLimit(n) => anyhow!("node {url} sent an answer of over {n} bytes"),
+            ureq::Error::Io(e) => match e.kind() {
+                ConnectionRefused => anyhow!("node {url} is unreachable (connection refused)"),
+                TimedOut | WouldBlock => anyhow!("no data from {url} for {secs} s"),
+                UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe => {
+                    anyhow!("node {url} broke off its answer")
                 }
-                ureq::Error::Timeout(ureq::Timeout::Global) => anyhow!("node {url} did not answer in time"),
-                ureq::Error::Timeout(_) => anyhow!("no data from {url} for {secs} s"),
-                ureq::Error::HostNotFound => anyhow!("node {url} is unreachable (unknown host)"),
-                ureq::Error::StatusCode(code) => anyhow!("node {url} answered HTTP {code}"),
-                ureq::Error::BodyExceedsLimit(n) => anyhow!("node {url} sent an answer of over {n} bytes"),
-                e => anyhow!("node {url}: {e}"),
-            };
-        }
-        match e.kind() {
-            ConnectionRefused => anyhow!("node {url} is unreachable (connection refused)"),
-            TimedOut | WouldBlock => anyhow!("no data from {url} for {secs} s"),
-            UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe => {
-                anyhow!("node {url} broke off its answer")
-            }
-            StorageFull | FileTooLarge | QuotaExceeded | ReadOnlyFilesystem | PermissionDenied => {
-                anyhow!("cannot write it here: {}", words(&e).to_lowercase())
-            }
-            _ => anyhow!("node {url}: {}", words(&e)),
+                StorageFull | FileTooLarge | QuotaExceeded | ReadOnlyFilesystem | PermissionDenied => {
+                    anyhow!("cannot write it here: {}", words(&e).to_lowercase())
+                }
+                _ => anyhow!("node {url}: {}", words(&e)),
+            },
+            e => anyhow!("node {url}: {e}"),
         }
     }
 
@@ -1958,8 +1955,7 @@ impl<R: Read> Read for Meter<'_, R> {
             return Err(io::Error::other("interrupted"));
         }
         let n = self.answer.read(buf)?;
-        let bars = self.report.live.as_ref().map(|(_, totals)| totals).into_iter().chain(&self.bar);
-        bars.for_each(|bar| bar.inc(n as u64));
+        std::iter::once(&self.report.totals).chain(&self.bar).for_each(|bar| bar.inc(n as u64));
         self.window.1 += n as u64;
         let (secs, limit) = (self.window.0.elapsed().as_secs_f64(), self.settings.speed_limit);
         if secs >= self.settings.speed_time.as_secs_f64() {
@@ -1974,8 +1970,8 @@ impl<R: Read> Read for Meter<'_, R> {
 
 impl<R> Drop for Meter<'_, R> {
     fn drop(&mut self) {
-        if let (Some(bar), Some((multi, _))) = (&self.bar, &self.report.live) {
-            multi.remove(bar);
+        if let Some(bar) = &self.bar {
+            self.report.multi.remove(bar);
         }
     }
 }
@@ -1990,8 +1986,10 @@ struct Report {
     started: Instant,
     /// Print only errors.
     quiet: bool,
-    /// On a terminal: the live status, and its line of totals.
-    live: Option<(MultiProgress, ProgressBar)>,
+    /// The live status: drawn on a terminal, else (and once interrupted) hidden.
+    multi: MultiProgress,
+    /// Its line of totals.
+    totals: ProgressBar,
 }
 
 /// A client run's counts.
@@ -2014,15 +2012,15 @@ fn style(template: &str) -> ProgressStyle {
 }
 
 impl Report {
-    /// A report, with a live status if `live` and on a terminal and not quiet.
+    /// A report, with a live status shown if `live` and on a terminal and not quiet.
     fn new(settings: &Settings, live: bool) -> Report {
-        let live = (live && !settings.quiet && io::stderr().is_terminal()).then(|| {
-            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(5));
-            let totals = style("{prefix} {binary_bytes} received at {binary_bytes_per_sec}");
-            (multi.clone(), multi.add(ProgressBar::no_length().with_style(totals)))
-        });
+        let shown = live && !settings.quiet && io::stderr().is_terminal();
+        let target = if shown { ProgressDrawTarget::stderr_with_hz(5) } else { ProgressDrawTarget::hidden() };
+        let multi = MultiProgress::with_draw_target(target);
+        let totals = style("{prefix} {binary_bytes} received at {binary_bytes_per_sec}");
+        let totals = multi.add(ProgressBar::no_length().with_style(totals));
         let (started, quiet) = (Instant::now(), settings.quiet);
-        Report { interrupted: AtomicBool::new(false), counts: Mutex::default(), started, quiet, live }
+        Report { interrupted: AtomicBool::default(), counts: Mutex::default(), started, quiet, multi, totals }
     }
 
     /// Whether Ctrl-C interrupted the run.
@@ -2033,22 +2031,16 @@ impl Report {
     /// Interrupts the run: clears its live status for good, and silences it.
     fn interrupt(&self) -> anyhow::Error {
         self.interrupted.store(true, Relaxed);
-        if let Some((multi, _)) = &self.live {
-            let _ = multi.clear();
-            multi.set_draw_target(ProgressDrawTarget::hidden());
-        }
+        let _ = self.multi.clear();
+        self.multi.set_draw_target(ProgressDrawTarget::hidden());
         anyhow!("interrupted")
     }
 
     /// Prints a whole line above the live status: on stdout, or with `err` on stderr.
     fn line(&self, err: bool, text: String) {
-        if self.interrupted() {
-            return;
-        }
-        let print = || if err { say_err(&text) } else { say(&text) };
-        match &self.live {
-            Some((multi, _)) => multi.suspend(print),
-            None => print(),
+        if !self.interrupted() {
+            // (indicatif runs it even when the status is hidden)
+            self.multi.suspend(|| if err { say_err(&text) } else { say(&text) });
         }
     }
 
@@ -2056,9 +2048,7 @@ impl Report {
     fn count(&self, change: impl FnOnce(&mut Counts)) {
         let mut counts = lock(&self.counts);
         change(&mut counts);
-        if let Some((_, totals)) = &self.live {
-            totals.set_prefix(format!("{} of {} files,", counts.fetched + counts.failed, counts.to_fetch));
-        }
+        self.totals.set_prefix(format!("{} of {} files,", counts.fetched + counts.failed, counts.to_fetch));
     }
 
     /// A file arrived.
@@ -2075,19 +2065,17 @@ impl Report {
         self.line(true, error_line(why));
     }
 
-    /// A download's own line in the live status, when the download is large.
+    /// A download's own line in the live status, when the download is large and the status shown.
     fn bar(&self, name: &str, size: Option<u64>) -> Option<ProgressBar> {
-        let (multi, size) = (&self.live.as_ref()?.0, size.filter(|&size| size >= SHOWN_SIZE)?);
+        let size = size.filter(|&size| size >= SHOWN_SIZE && !self.multi.is_hidden())?;
         let bar = ProgressBar::new(size).with_style(style("  {wide_msg} {percent:>3}%"));
-        Some(multi.add(bar.with_message(quoted(name))))
+        Some(self.multi.add(bar.with_message(quoted(name))))
     }
 
     /// Clears the live status and prints the summary line `summary` makes of the counts;
     /// true if nothing failed.
     fn finish(&self, summary: impl FnOnce(&Counts) -> String) -> bool {
-        if let Some((multi, _)) = &self.live {
-            let _ = multi.clear();
-        }
+        let _ = self.multi.clear();
         let c = lock(&self.counts);
         if !self.quiet {
             self.line(false, summary(&c));
