@@ -370,10 +370,10 @@ fn read_element(xml: &[u8]) -> Result<Element, String> {
             XmlEvent::EndElement { .. } => {
                 let mut done = open.pop().expect("xml-rs pairs every end with a start");
                 done.children.shrink_to_fit(); // most hold one child: no room kept for four
-                open.last_mut().expect("the document stays open").children.push(done);
                 if open.len() == 1 {
-                    break; // the root element is whole: what follows it is not read
+                    return Ok(done); // the root element is whole: what follows it is not read
                 }
+                open.last_mut().expect("the document stays open").children.push(done);
             }
             XmlEvent::Characters(text) | XmlEvent::Whitespace(text) | XmlEvent::CData(text) => {
                 open.last_mut().expect("the document stays open").text.push_str(&text);
@@ -381,8 +381,7 @@ fn read_element(xml: &[u8]) -> Result<Element, String> {
             _ => {} // comments, processing instructions, the declaration
         }
     }
-    let document = open.pop().expect("the document");
-    document.children.into_iter().next().ok_or_else(|| "no XML element".into())
+    Err("no XML element".into())
 }
 
 /// Parses a `<methodCall>` into its method name and parameters.
