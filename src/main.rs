@@ -370,10 +370,10 @@ fn read_element(xml: &[u8]) -> Result<Element, String> {
             XmlEvent::EndElement { .. } => {
                 let mut done = open.pop().expect("xml-rs pairs every end with a start");
                 done.children.shrink_to_fit(); // most hold one child: no room kept for four
-                open.last_mut().expect("the document stays open").children.push(done);
                 if open.len() == 1 {
-                    break; // the root element is whole: what follows it is not read
+                    return Ok(done); // the root element is whole: what follows it is not read
                 }
+                open.last_mut().expect("the document stays open").children.push(done);
             }
             XmlEvent::Characters(text) | XmlEvent::Whitespace(text) | XmlEvent::CData(text) => {
                 open.last_mut().expect("the document stays open").text.push_str(&text);
@@ -381,8 +381,7 @@ fn read_element(xml: &[u8]) -> Result<Element, String> {
             _ => {} // comments, processing instructions, the declaration
         }
     }
-    let document = open.pop().expect("the document");
-    document.children.into_iter().next().ok_or_else(|| "no XML element".into())
+    Err("no XML element".into())
 }
 
 /// Parses a `<methodCall>` into its method name and parameters.
@@ -456,18 +455,11 @@ const MAX_WHITE_SPACE: usize = 1 << 20;
 /// Largest file a client streams to disk, so a peer cannot fill the disk without end.
 const MAX_FILE_BYTES: u64 = 16 << 30;
 
-/// How a file's bytes travel: XML-safe UTF-8 as an escaped string, anything else as base64.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Encoding {
-    Text,
-    Base64,
-}
-
-/// What a first pass over a file found: its encoding and its raw and encoded lengths.
+/// What a first pass over a file found: how it travels and its raw and encoded lengths.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Survey {
-    /// How the content travels.
-    encoding: Encoding,
+    /// Whether it travels as an escaped string (XML-safe UTF-8); if not, as base64.
+    text: bool,
     /// The file's length.
     raw: u64,
     /// The length of its encoded form: the answer's length less its frame.
@@ -548,7 +540,7 @@ fn survey(src: &mut impl Read, size_hint: u64) -> io::Result<Survey> {
         let n = src.by_ref().take(step as u64).read_to_end(&mut buf)?;
         raw += n as u64;
         match text_len(&buf, n == 0) {
-            Some(_) if n == 0 => return Ok(Survey { encoding: Encoding::Text, raw, encoded }),
+            Some(_) if n == 0 => return Ok(Survey { text: true, raw, encoded }),
             Some(whole) => {
                 encoded += escaped_len(&buf[..whole]);
                 buf.drain(..whole); // a character cut at the end stays in front
@@ -556,7 +548,7 @@ fn survey(src: &mut impl Read, size_hint: u64) -> io::Result<Survey> {
             // not text: base64, whose length follows from the raw length alone
             None => {
                 let raw = size_hint.max(raw);
-                return Ok(Survey { encoding: Encoding::Base64, raw, encoded: raw.div_ceil(3) * 4 });
+                return Ok(Survey { text: false, raw, encoded: raw.div_ceil(3) * 4 });
             }
         }
     }
@@ -567,18 +559,17 @@ fn survey(src: &mut impl Read, size_hint: u64) -> io::Result<Survey> {
 /// encoded bytes written.
 fn encode(mut src: impl Read, plan: Survey, out: &mut impl Write, sent: &mut u64) -> io::Result<()> {
     let changed = || io::Error::other("the file changed while it was being sent");
-    let text = plan.encoding == Encoding::Text;
     let mut raw = Vec::with_capacity(buffer_for(plan.raw, CHUNK) + 4);
     let mut encoded = Vec::with_capacity(buffer_for(plan.encoded, 2 * CHUNK));
     let mut raw_left = plan.raw;
     while raw_left > 0 {
-        let step = buffer_for(raw_left, if text { CHUNK } else { B64_CHUNK });
+        let step = buffer_for(raw_left, if plan.text { CHUNK } else { B64_CHUNK });
         if src.by_ref().take(step as u64).read_to_end(&mut raw)? < step {
             return Err(changed());
         }
         raw_left -= step as u64;
         encoded.clear();
-        let used = if text {
+        let used = if plan.text {
             let whole = text_len(&raw, raw_left == 0).ok_or_else(changed)?;
             escape_into(&raw[..whole], &mut encoded);
             whole
@@ -597,9 +588,10 @@ fn encode(mut src: impl Read, plan: Survey, out: &mut impl Write, sent: &mut u64
     if ended { Ok(()) } else { Err(changed()) }
 }
 
-/// The text before and after a streamed content value in a `<methodResponse>`.
-fn content_frame(encoding: Encoding) -> (String, String) {
-    let tag = if encoding == Encoding::Text { "string" } else { "base64" };
+/// The text before and after a streamed content value in a `<methodResponse>`: a
+/// `<string>` for text, else `<base64>`.
+fn content_frame(text: bool) -> (String, String) {
+    let tag = if text { "string" } else { "base64" };
     let head = format!("<?xml version=\"1.0\"?>\n<methodResponse><params><param><value><{tag}>");
     (head, format!("</{tag}></value></param></params></methodResponse>\n"))
 }
@@ -1527,7 +1519,7 @@ fn sockets_to(peer: Option<SocketAddr>) -> Vec<ManuallyDrop<TcpStream>> {
 /// Streams a file's content as an XML-RPC answer of exactly the length its survey gave, with
 /// its own HTTP head and writes of up to SEND_BUFFER: a small file's whole answer is one write (item 7).
 fn send_content(request: Request, file: File, plan: Survey) -> io::Result<()> {
-    let (head, tail) = content_frame(plan.encoding);
+    let (head, tail) = content_frame(plan.text);
     let len = head.len() as u64 + plan.encoded + tail.len() as u64;
     let version = request.http_version();
     let http = format!("HTTP/{version} 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {len}\r\n\r\n");
@@ -2628,7 +2620,7 @@ mod tests {
     /// The answer this node streams for `content`, built by the server's own code path.
     fn served(content: &[u8]) -> Vec<u8> {
         let plan = survey(&mut &content[..], content.len() as u64).unwrap();
-        let (head, tail) = content_frame(plan.encoding);
+        let (head, tail) = content_frame(plan.text);
         let mut answer = head.clone().into_bytes();
         encode(content, plan, &mut answer, &mut 0).unwrap();
         assert_eq!(answer.len() as u64, head.len() as u64 + plan.encoded);
@@ -2765,10 +2757,10 @@ mod tests {
         #[test]
         fn xml_safe_utf8_travels_as_text_and_anything_else_as_base64() {
             for text in [&b""[..], b"a\r\nb", "é😀".as_bytes(), b"\x7f"] {
-                assert_eq!(plan(text).encoding, Encoding::Text, "{text:?}");
+                assert!(plan(text).text, "{text:?}");
             }
             for binary in [&b"\xff"[..], b"a\x00", b"\x1b[0m", "\u{FFFE}".as_bytes(), b"\xc3"] {
-                assert_eq!(plan(binary).encoding, Encoding::Base64, "{binary:?}");
+                assert!(!plan(binary).text, "{binary:?}");
             }
         }
 
