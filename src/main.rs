@@ -107,6 +107,7 @@ struct Settings {
 #[derive(Debug)]
 struct UsageError(String, bool);
 
+/// Parses the command line, runs it, and alone decides the exit status.
 fn main() -> ExitCode {
     let (cli, settings) = match parse_cli(std::env::args_os().skip(1)) {
         Ok(parsed) => parsed,
@@ -607,7 +608,9 @@ struct Scanner<R> {
     src: R,
     /// Bytes read from `src`; those in `pos..end` are not yet consumed.
     buf: Vec<u8>,
+    /// Where the bytes not yet consumed begin.
     pos: usize,
+    /// Where the bytes read end.
     end: usize,
 }
 
@@ -1569,6 +1572,7 @@ fn parallel<T: Sync, R: Send>(items: &[T], workers: usize, work: impl Fn(&T) -> 
 /// MAP_NORESERVE, lazily and unaccounted, so an unread body's drain cannot abort the node (item 5).
 struct Allocator;
 
+/// The allocator every allocation of this program goes through.
 #[global_allocator]
 static ALLOCATOR: Allocator = Allocator;
 
@@ -1611,8 +1615,9 @@ unsafe impl GlobalAlloc for Allocator {
 const JOIN_GRACE: Duration = Duration::from_secs(1);
 /// Longest a node waits for a peer it probes to make room in a full list.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
-/// Peers probed at once to make room in a full list, and most probed for one offer.
+/// Peers probed at once to make room in a full list.
 const PROBES: usize = 32;
+/// Most peers probed for one offer.
 const MOST_PROBES: usize = 128;
 
 /// Introduces this node to every node reachable from its peers, as the original's walk
@@ -1987,10 +1992,13 @@ struct Report {
 /// A client run's counts.
 #[derive(Default)]
 struct Counts {
-    /// Files fetched, already here, failed, and planned.
+    /// Files fetched.
     fetched: usize,
+    /// Files already here.
     skipped: usize,
+    /// Files that failed.
     failed: usize,
+    /// Files planned.
     to_fetch: usize,
     /// Nodes that did not answer.
     unreachable: usize,
