@@ -590,3 +590,21 @@ pub fn xml_strings(items: &[&str]) -> String {
 pub fn xml_listing(names: &[&str]) -> String {
     format!("<array><data><value>{}</value></data></array>", xml_strings(names))
 }
+
+/// Reads a response's head, or what came before the connection closed; `Err` with what
+/// came if the connection neither answered nor closed within the stream's read timeout.
+pub fn read_head(stream: &mut std::net::TcpStream) -> Result<String, String> {
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        match std::io::Read::read(stream, &mut chunk) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return Err(String::from_utf8_lossy(&answer).into_owned());
+            }
+            Err(_) => break, // reset: closed
+        }
+    }
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}

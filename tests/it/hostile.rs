@@ -1293,24 +1293,8 @@ mod request_sizes {
     /// Reads an answer's head, or what came before the node closed the connection;
     /// panics if the node did neither within the read timeout.
     fn read_head(stream: &mut TcpStream, what: &str) -> String {
-        let mut answer = Vec::new();
-        let mut chunk = [0u8; 4096];
-        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
-            match stream.read(&mut chunk) {
-                Ok(0) => break,
-                Ok(n) => answer.extend_from_slice(&chunk[..n]),
-                Err(e)
-                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
-                {
-                    panic!(
-                        "{what}: the node neither answered nor closed: {:?}",
-                        String::from_utf8_lossy(&answer)
-                    )
-                }
-                Err(_) => break, // reset: closed
-            }
-        }
-        String::from_utf8_lossy(&answer).into_owned()
+        common::read_head(stream)
+            .unwrap_or_else(|partial| panic!("{what}: the node neither answered nor closed: {partial:?}"))
     }
 
     fn connect(t: &Target) -> TcpStream {

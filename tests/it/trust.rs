@@ -234,24 +234,6 @@ fn log_lines(node: &Node, needle: &str) -> Vec<String> {
     node.log.lock().unwrap().iter().filter(|l| l.contains(needle)).cloned().collect()
 }
 
-/// Reads a response's head, or what came before the connection closed; None if the
-/// connection neither answered nor closed within the stream's read timeout.
-fn read_head(stream: &mut TcpStream) -> Option<String> {
-    let mut answer = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => answer.extend_from_slice(&chunk[..n]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                return None;
-            }
-            Err(_) => break,
-        }
-    }
-    Some(String::from_utf8_lossy(&answer).into_owned())
-}
-
 /// A connection to `node` with read and write timeouts.
 fn connect(node: &Node) -> TcpStream {
     let stream = TcpStream::connect(addr(node)).expect("connect to the node");
@@ -860,7 +842,7 @@ mod ending_a_node {
             addr(node)
         );
         stream.write_all(head.as_bytes()).ok()?;
-        let answer = read_head(&mut stream).unwrap_or_default();
+        let answer = common::read_head(&mut stream).unwrap_or_default();
         Some((stream, answer))
     }
 
@@ -878,7 +860,7 @@ mod ending_a_node {
             .map(|_| {
                 let mut stream = connect(node);
                 stream.write_all(head.as_bytes()).expect("send a head");
-                let answer = read_head(&mut stream).unwrap_or_default();
+                let answer = common::read_head(&mut stream).unwrap_or_default();
                 (stream, answer)
             })
             .collect()
