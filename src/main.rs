@@ -957,10 +957,10 @@ fn say_hello(node: &Node, host: &str, files: usize, left_out: &BTreeMap<&str, us
         say_err(format_args!("sharing {} from {folder}{left_out}", plural(files, "file")));
     }
     if nowhere {
-        say_err(format_args!(
-            "tinyp2p: warning: other nodes will be told {url}, which they cannot reach: start the node \
-             with the address they will use"
-        ));
+        say_err(error_line(format_args!(
+            "warning: other nodes will be told {url}, which they cannot reach: start the node with \
+             the address they will use"
+        )));
     }
     say_err(format_args!("listening on {url}"));
     if !quiet && !nowhere {
@@ -1445,7 +1445,7 @@ impl Pool {
             return;
         }
         if let Some(why) = why {
-            self.node.note(format!("tinyp2p: stopped accepting connections ({why}); serving again"));
+            self.node.note(error_line(format_args!("stopped accepting connections ({why}); serving again")));
         }
         let (node, listener) = (self.node.clone(), self.listener.clone());
         std::thread::spawn(move || {
@@ -1809,8 +1809,8 @@ impl Caller {
                 && answer != Value::Bool(false)
             {
                 if !report.quiet {
-                    let note = format!("tinyp2p: note: the node at {url} goes by {other}; using that");
-                    report.line(true, note);
+                    let note = format!("note: the node at {url} goes by {other}; using that");
+                    report.line(true, error_line(note));
                 }
                 return self.peer_list(other, &answer, report);
             }
@@ -1828,9 +1828,8 @@ impl Caller {
     fn peer_list(&self, url: &str, answer: &Value, report: &Report) -> Result<Vec<String>> {
         let mut peers = strings(answer, url)?;
         if peers.len() > MAX_PEERS {
-            let warning =
-                format!("tinyp2p: warning: {url} listed {} peers; using the first {MAX_PEERS}", peers.len());
-            report.line(true, warning);
+            let warning = format!("warning: {url} listed {} peers; using the first {MAX_PEERS}", peers.len());
+            report.line(true, error_line(warning));
             peers.truncate(MAX_PEERS);
         }
         Ok(peers)
@@ -2239,12 +2238,12 @@ fn run_shell(node: &Node) -> Result<bool> {
             }
             ("log", _) => lock(&node.log).iter().flatten().for_each(say),
             ("fetch", "") => {
-                say_err(format_args!("tinyp2p: fetch takes a PATTERN ('.' fetches everything)"));
+                say_err(error_line("fetch takes a PATTERN ('.' fetches everything)"));
                 ok = false;
             }
             ("ls" | "fetch", pattern) => ok &= look_or_fetch(node, pattern, command == "ls"),
             (other, _) => {
-                say_err(format_args!("tinyp2p: unknown command {other:?}; help lists the commands"));
+                say_err(error_line(format_args!("unknown command {other:?}; help lists the commands")));
                 ok = false;
             }
         }
