@@ -84,7 +84,7 @@ enum Cli {
         /// The node to start from.
         url: String,
         /// The regex searched in each name.
-        pattern: String,
+        pattern: Regex,
         /// Whether only to show what is offered (`list`).
         list: bool,
     },
@@ -182,8 +182,8 @@ fn parse_cli(args: impl Iterator<Item = OsString>) -> Result<(Cli, Settings), Us
             if !valid_peer_url(node_base(&url)) {
                 return Err(usage(&format!("URL {url:?} is not a node URL like http://host:port")));
             }
-            let pattern = args.get(3).cloned().unwrap_or_default();
-            compile_regex(&pattern).map_err(|why| UsageError(why, false))?;
+            let pattern = args.get(3).map_or("", String::as_str);
+            let pattern = compile_regex(pattern).map_err(|why| UsageError(why, false))?;
             Cli::Client { password: password(&args[0])?, url, pattern, list: mode == Some("list") }
         }
         (_, Some("server" | "shell"), _) => return Err(usage("server takes HOST PORT [PEER_URL...]")),
@@ -2091,13 +2091,13 @@ type Job = (String, Vec<usize>);
 
 /// The client: every file the pattern searches, or with `list` what the network offers,
 /// from every node that `url` knows; true if nothing failed.
-fn client(caller: &Caller, url: &str, pattern: &str, list: bool, report: &Report) -> Result<bool> {
-    let regex = compile_regex(pattern).map_err(|e| anyhow!(e))?;
+fn client(caller: &Caller, url: &str, regex: &Regex, list: bool, report: &Report) -> Result<bool> {
+    let pattern = regex.as_str();
     let peers = caller.entry_peers(url, report)?;
     let listings = parallel(&peers, CLIENT_WORKERS, |peer| {
         if report.interrupted() { Err(anyhow!("interrupted")) } else { caller.listing(peer, pattern) }
     });
-    let offers = gather(&peers, listings, &regex, report);
+    let offers = gather(&peers, listings, regex, report);
     if list {
         return Ok(show(&peers, &offers, report));
     }
@@ -2275,11 +2275,17 @@ fn read_command(
 /// that Ctrl-C gives the prompt back at once, even while a node sends nothing (the run
 /// then stops at its next read, unheard); true if it went well.
 fn look_or_fetch(node: &Node, pattern: &str, list: bool) -> bool {
+    let regex = match compile_regex(pattern) {
+        Ok(regex) => regex,
+        Err(why) => {
+            say_err(error_line(why));
+            return false;
+        }
+    };
     let report = Arc::new(Report::new(&node.caller.settings, !list));
-    let (caller, url, pattern, run) =
-        (node.caller.clone(), node.url.clone(), pattern.to_string(), report.clone());
+    let (caller, url, run) = (node.caller.clone(), node.url.clone(), report.clone());
     let (done, outcome) = mpsc::channel();
-    std::thread::spawn(move || done.send(client(&caller, &url, &pattern, list, &run)));
+    std::thread::spawn(move || done.send(client(&caller, &url, &regex, list, &run)));
     let outcome = loop {
         match outcome.recv_timeout(POOL_TICK) {
             Ok(outcome) => break outcome,
