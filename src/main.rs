@@ -91,7 +91,7 @@ enum Cli {
 }
 
 /// The limits a person may tune, from the environment.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 struct Settings {
     /// Allowed to connect, and for any one read or write to stall (TINYP2P_TIMEOUT).
     timeout: Duration,
@@ -133,7 +133,8 @@ fn main() -> ExitCode {
         say_err(error_line(format_args!("{e:#}")));
         false
     });
-    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    remove_parts();
+    if ok && !OUTPUT_LOST.load(Relaxed) { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 /// Runs what the command line asked for; `Ok(false)` when some part of it failed.
@@ -159,12 +160,14 @@ fn parse_cli(args: impl Iterator<Item = OsString>) -> Result<(Cli, Settings), Us
         .collect::<Result<_, _>>()?;
     let given = args.len();
     args.retain(|a| a != "-q" && a != "--quiet");
-    let settings = settings(args.len() < given)?;
+    let quiet = args.len() < given;
     let mode = args.get(1).map(String::as_str);
+    // help and the version need no settings: a bad one must not hide them
+    let show = |text| Ok((Cli::Show(text), Settings::default()));
     let cli = match (args.first().map(String::as_str), mode, args.len()) {
         (None, ..) => return Err(usage("missing arguments")),
-        (Some("-h" | "--help"), ..) => Cli::Show(format!("{SYNOPSIS}\n{HELP}")),
-        (Some("-V" | "--version"), ..) => Cli::Show(format!("tinyp2p {}", env!("CARGO_PKG_VERSION"))),
+        (Some("-h" | "--help"), ..) => return show(format!("{SYNOPSIS}\n{HELP}")),
+        (Some("-V" | "--version"), ..) => return show(format!("tinyp2p {}", env!("CARGO_PKG_VERSION"))),
         (_, Some("server" | "shell"), 4..) => {
             let port = args[3]
                 .parse()
@@ -192,7 +195,7 @@ fn parse_cli(args: impl Iterator<Item = OsString>) -> Result<(Cli, Settings), Us
         (_, Some(mode), _) => return Err(usage(&format!("unknown mode {mode:?}"))),
         (_, None, _) => return Err(usage("missing mode: server, shell, client or list")),
     };
-    Ok((cli, settings))
+    Ok((cli, settings(quiet)?))
 }
 
 /// The password: the argument, or `TINYP2P_PASSWORD` when the argument is `-`.
@@ -251,9 +254,18 @@ fn error_line(what: impl fmt::Display) -> String {
     format!("tinyp2p: {}", printable(&what.to_string()))
 }
 
-/// Prints a line on stdout; a closed pipe is not an error.
+/// Set once a line could not be written to stdout for a reason other than a closed pipe
+/// (a full disk, say): the run then fails.
+static OUTPUT_LOST: AtomicBool = AtomicBool::new(false);
+
+/// Prints a line on stdout; a closed pipe is not an error, any other failure is said once.
 fn say(line: impl fmt::Display) {
-    let _ = io::stdout().lock().write_all(format!("{line}\n").as_bytes());
+    let written = io::stdout().lock().write_all(format!("{line}\n").as_bytes());
+    if let Some(e) = written.err().filter(|e| e.kind() != io::ErrorKind::BrokenPipe)
+        && !OUTPUT_LOST.swap(true, Relaxed)
+    {
+        say_err(error_line(format_args!("cannot write to standard output: {}", words(&e))));
+    }
 }
 
 /// Prints a line on stderr in one write (stderr is unbuffered); a closed pipe is not an error.
@@ -697,6 +709,11 @@ fn open_value(s: &mut Scanner<impl Read>) -> io::Result<Option<&'static [u8]>> {
     if s.eat(&[b"<?xml"])? {
         s.ensure(256)?;
         let Some(end) = memmem::find(s.available(), b"?>") else { return Ok(None) };
+        // an encoding other than UTF-8 (Latin-1, say) is the crate's to read
+        let declaration = String::from_utf8_lossy(&s.available()[..end]).to_lowercase();
+        if declaration.contains("encoding") && !declaration.contains("utf-8") {
+            return Ok(None);
+        }
         s.pos += end + 2;
     }
     if !s.eat(&[b"<methodResponse>", b"<params>", b"<param>", b"<value>"])? {
@@ -708,7 +725,9 @@ fn open_value(s: &mut Scanner<impl Read>) -> io::Result<Option<&'static [u8]>> {
     let close: &'static [u8] = match &rest[ws..] {
         r if r.starts_with(b"<string>") => b"</string>",
         r if r.starts_with(b"<base64>") => b"</base64>",
-        // other tags, an empty value and a white-space-only one are the crate's to read
+        // empty, or white space alone: that is its text, as Python reads it
+        r if r.starts_with(b"</value>") => return Ok(Some(b"</value>")),
+        // other tags, and white space past what is read, are the crate's to read
         r if r.is_empty() || r[0] == b'<' => return Ok(None),
         _ => return Ok(Some(b"</value>")), // its leading white space is part of the text
     };
@@ -720,7 +739,8 @@ fn open_value(s: &mut Scanner<impl Read>) -> io::Result<Option<&'static [u8]>> {
 /// stream (CDATA, comments, unusual entities). A raw CR is kept as it came, as the xmlrpc
 /// crate (xml-rs) keeps it, so CRLF text from a Python node arrives exact. Text the crate
 /// would refuse (control characters, broken UTF-8) is written as it came: content is
-/// content, and on every answer the crate accepts the two agree.
+/// content, and on every answer the crate accepts the two agree, but for text of white
+/// space alone, which the crate drops and Python (and this path) keeps.
 fn stream_text(s: &mut Scanner<impl Read>, close: &[u8], out: &mut impl Write) -> io::Result<Option<u64>> {
     let (mut text, mut total) = (Vec::with_capacity(CHUNK + 8), 0u64);
     loop {
@@ -1182,9 +1202,10 @@ fn compile_regex(pattern: &str) -> Result<Regex, String> {
     })
 }
 
-/// The regex a pattern written as a shell glob means (`*.txt` is `\.txt$`), if it has a wildcard.
+/// The regex a pattern written as a shell glob means (`*.txt` is `\.txt$`), if it has a
+/// wildcard and no regex syntax besides (`(?=a)` is no glob).
 fn glob_as_regex(pattern: &str) -> Option<String> {
-    if !pattern.contains(['*', '?']) {
+    if !pattern.contains(['*', '?']) || pattern.contains(['(', ')', '[', '{', '\\', '|', '^', '$', '+']) {
         return None;
     }
     // escaped whole, then each `\*` and `\?` made a wildcard again: only a `*` or `?` escapes to those
@@ -2330,11 +2351,18 @@ fn is_part(name: &str) -> bool {
     name.starts_with(PART_PREFIX) && name.ends_with(".part")
 }
 
-/// Whether `url` is a node's URL: `http://HOST:PORT`, no path (one server could otherwise
-/// pass for any number of nodes), no white space or control characters.
+/// Whether `url` is a node's URL: `http://HOST:PORT` with a port from 1 to 65535 (an IPv6
+/// HOST in brackets), no path (one server could otherwise pass for any number of nodes),
+/// no white space or control characters.
 fn valid_peer_url(url: &str) -> bool {
+    let Some((host, port)) = url.strip_prefix("http://").and_then(|rest| rest.rsplit_once(':')) else {
+        return false;
+    };
+    let host_ok = !host.is_empty() && (!host.contains(':') || host.starts_with('[') && host.ends_with(']'));
+    let port_ok = port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p > 0);
     url.len() <= MAX_URL_LEN
-        && url.strip_prefix("http://").is_some_and(|rest| !rest.is_empty())
+        && host_ok
+        && port_ok
         && node_base(url) == url
         && !url.chars().any(|c| c.is_whitespace() || c.is_control())
 }
@@ -2499,16 +2527,27 @@ fn watch_signals() {
                 CTRL_C.store(true, Relaxed);
                 continue;
             }
-            let parts = lock(&PARTS); // held to the end, so no new one comes between
-            parts.iter().for_each(|path| drop(fs::remove_file(path)));
+            remove_parts();
             if let Some(terminal) = TERMINAL.get() {
-                // SAFETY: restores standard input's terminal to a state read from it.
-                unsafe { libc::tcsetattr(0, libc::TCSANOW, terminal) };
+                // SAFETY: restores standard input's terminal to a state read from it, and
+                // turns off the bracketed paste line editing turns on at the prompt.
+                unsafe {
+                    libc::tcsetattr(0, libc::TCSANOW, terminal);
+                    libc::write(1, c"\x1b[?2004l".as_ptr().cast(), 8);
+                }
             }
             // SAFETY: ends the process at once; every line printed was written whole already.
             unsafe { libc::_exit(128 + signal) };
         }
     });
+}
+
+/// Removes the `.part` files in use as the program ends, and keeps PARTS locked to the
+/// end, so that no new one comes between: a run the shell interrupted may still hold one.
+fn remove_parts() {
+    let parts = lock(&PARTS);
+    parts.iter().for_each(|path| drop(fs::remove_file(path)));
+    std::mem::forget(parts);
 }
 
 /// Makes a file-size limit (`ulimit -f`) fail a write instead of killing the client
@@ -2718,6 +2757,9 @@ mod tests {
             assert_eq!(glob_as_regex("file?.*").as_deref(), Some("^file.\\."));
             assert_eq!(glob_as_regex("*").as_deref(), Some("."));
             assert_eq!(glob_as_regex("plain"), None);
+            for regex_syntax in ["(?=a)", "(?i)*x", "a+*", "[a-z]*(", "x{2}*", "\\d*?"] {
+                assert_eq!(glob_as_regex(regex_syntax), None, "{regex_syntax}");
+            }
             assert!(compile_regex("*.txt").unwrap_err().contains("try '\\.txt$'"));
         }
 
@@ -2728,11 +2770,16 @@ mod tests {
         }
 
         #[test]
-        fn peer_urls_must_be_plain_http() {
-            assert!(valid_peer_url("http://127.0.0.1:4242"));
+        fn peer_urls_must_be_plain_http_with_a_port() {
+            for good in ["http://127.0.0.1:4242", "http://[::1]:1", "http://node.example:65535"] {
+                assert!(valid_peer_url(good), "{good:?}");
+            }
             let paths = ["http://x:1/", "http://x:1/RPC2", "http://x:1?q", "http://x:1#f"];
             let others = ["", "http://", "https://x:1", "file:///etc/passwd", "http://a b:1", "http://x:1\n"];
-            for bad in others.into_iter().chain(paths) {
+            let ports =
+                ["http://x", "http://x:", "http://x:abc", "http://x:0", "http://x:65536", "http://x:+80"];
+            let hosts = ["http://:80", "http://::1:80", "http://1:2:3", "http://[::1]"];
+            for bad in others.into_iter().chain(paths).chain(ports).chain(hosts) {
                 assert!(!valid_peer_url(bad), "{bad:?}");
             }
         }
@@ -2865,6 +2912,29 @@ mod tests {
                 assert_eq!(fast_reads(answer, &mut rng), None);
             }
             assert_eq!(crate_reads(cdata), Some(b"x".to_vec()));
+        }
+
+        #[test]
+        fn leaves_answers_in_other_encodings_to_the_xmlrpc_crate() {
+            let mut rng = Rng(11);
+            let value = b"<methodResponse><params><param><value><string>caf\xe9</string></value></param></params></methodResponse>";
+            let answer = |declaration: &str| [declaration.as_bytes(), &value[..]].concat();
+            let latin1 = answer("<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?>");
+            assert_eq!(fast_reads(&latin1, &mut rng), None);
+            assert_eq!(crate_reads(&latin1), Some("café".as_bytes().to_vec()));
+            let utf8 = answer("<?xml version='1.0' encoding='utf-8'?>");
+            assert_eq!(fast_reads(&utf8, &mut rng), Some(b"caf\xe9".to_vec()));
+        }
+
+        #[test]
+        fn a_bare_value_of_white_space_is_that_text_as_python_reads_it() {
+            let mut rng = Rng(13);
+            for text in ["", "   ", "\n\t "] {
+                let answer = format!(
+                    "<methodResponse><params><param><value>{text}</value></param></params></methodResponse>"
+                );
+                assert_eq!(fast_reads(answer.as_bytes(), &mut rng).as_deref(), Some(text.as_bytes()));
+            }
         }
 
         #[test]

@@ -133,6 +133,50 @@ mod usage {
         assert_usage_error(&[PW, "server", "127.0.0.1", "http"]);
         assert_usage_error(&[PW, "server", "127.0.0.1", "-5"]);
     }
+
+    #[test]
+    fn a_node_url_without_a_valid_port_is_a_usage_error_and_nothing_is_called() {
+        for url in ["http://127.0.0.1", "http://127.0.0.1:", "http://127.0.0.1:abc", "http://127.0.0.1:0"] {
+            assert_usage_error(&[PW, "list", url]);
+            assert_usage_error(&[PW, "client", url, "x"]);
+            assert_usage_error(&[PW, "server", "127.0.0.1", "0", url]);
+        }
+        for url in ["http://127.0.0.1:99999", "http://127.0.0.1:1:2", "http://::1:80"] {
+            assert_usage_error(&[PW, "list", url]);
+        }
+    }
+
+    #[test]
+    fn help_and_version_are_shown_whatever_the_settings_say() {
+        for flag in ["--help", "--version"] {
+            let dir = TempDir::new();
+            let mut cmd = command(&dir, &[flag]);
+            cmd.env("TINYP2P_TIMEOUT", "bad").env("TINYP2P_SPEED_TIME", "-1");
+            let run = common::run(cmd);
+            assert_eq!(run.status.code(), Some(0), "{flag}: {}", run.stderr);
+            assert!(run.stdout.contains("tinyp2p"), "{flag}: {}", run.stdout);
+        }
+    }
+
+    #[test]
+    fn output_that_cannot_be_written_is_one_line_and_a_failure() {
+        for args in [&["--help"][..], &["--version"]] {
+            let full = std::fs::File::create("/dev/full").expect("/dev/full");
+            let run = common::run_with_stdout(command(&TempDir::new(), args), full);
+            assert_eq!(run.status.code(), Some(1), "{args:?}: {}", run.stderr);
+            assert_one_line(&run);
+            assert!(run.stderr.contains("cannot write to standard output"), "{}", run.stderr);
+        }
+    }
+
+    #[test]
+    fn a_closed_pipe_on_stdout_is_not_an_error() {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let run = common::run_with_stdout(command(&TempDir::new(), &["--help"]), writer);
+        assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
+        assert_eq!(run.stderr, "");
+    }
 }
 
 mod password {

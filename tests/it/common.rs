@@ -190,9 +190,14 @@ pub struct Run {
 }
 
 /// Runs `cmd` to the end within RUN_DEADLINE, panicking if it hangs.
-pub fn run(mut cmd: Command) -> Run {
-    let child =
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+pub fn run(cmd: Command) -> Run {
+    run_with_stdout(cmd, Stdio::piped())
+}
+
+/// Runs `cmd` as `run` does, its standard output going to `stdout` (`Run::stdout` holds it
+/// only when that is a pipe).
+pub fn run_with_stdout(mut cmd: Command, stdout: impl Into<Stdio>) -> Run {
+    let child = cmd.stdin(Stdio::null()).stdout(stdout).stderr(Stdio::piped()).spawn().expect("spawn");
     let (tx, rx): (_, Receiver<std::io::Result<std::process::Output>>) = channel();
     let pid = child.id();
     std::thread::spawn(move || {

@@ -323,8 +323,8 @@ mod terminal {
     }
 
     /// Starts a shell node on a pseudo-terminal, sends it SIGTERM at its prompt, and says
-    /// what the terminal was set to at the prompt and after: `ICANON ECHO` flags, and the
-    /// exit status.
+    /// what the terminal was set to at the prompt and after: `ICANON ECHO` flags, the exit
+    /// status, and whether bracketed paste was turned off after it was last turned on.
     const SIGTERM_AT_PROMPT: &str = r#"
 import os, pty, select, signal, sys, termios, time
 pid, fd = pty.fork()
@@ -338,7 +338,16 @@ flags = lambda: [bool(termios.tcgetattr(fd)[3] & f) for f in (termios.ICANON, te
 at_prompt = flags()
 os.kill(pid, signal.SIGTERM)
 status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-print(at_prompt, flags(), status)
+while select.select([fd], [], [], 0.5)[0]:
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+paste_off = out.rfind(b"\x1b[?2004l") > out.rfind(b"\x1b[?2004h")
+print(at_prompt, flags(), status, paste_off)
 "#;
 
     #[test]
@@ -348,8 +357,9 @@ print(at_prompt, flags(), status)
         cmd.args(["-c", SIGTERM_AT_PROMPT, common::bin(), PW, "shell", "127.0.0.1", "0"])
             .current_dir(dir.path());
         let run = common::run(cmd);
-        // Line editing turns echo and line mode off at the prompt; SIGTERM must turn them back on.
-        assert_eq!(run.stdout.trim(), "[False, False] [True, True] 143", "stderr: {}", run.stderr);
+        // Line editing turns echo and line mode off at the prompt, and bracketed paste on:
+        // SIGTERM must turn them back.
+        assert_eq!(run.stdout.trim(), "[False, False] [True, True] 143 True", "stderr: {}", run.stderr);
     }
 
     #[test]
@@ -438,6 +448,28 @@ print(at_prompt, flags(), status)
         let (dir, shown, took) = interrupt(&fake, "fetch .", "\"endless.bin\"");
         assert!(took < Duration::from_secs(10), "Ctrl-C took {took:?} to act\n{}", shown.dump());
         assert_eq!(dir.names(), ["mine.txt"], "something partial was left");
+    }
+
+    #[test]
+    fn exit_right_after_an_interrupted_fetch_leaves_no_part_file_where_o_tmpfile_is_missing() {
+        let fake = offering(|| Reply::Stall(10 << 20));
+        let (dir, shim_dir) = (folder(&[MINE]), TempDir::new());
+        let lib = crate::trust::part_files::shim(&shim_dir);
+        let env = [("TINYP2P_TIMEOUT", "25"), ("LD_PRELOAD", lib.to_str().unwrap())];
+        // The interrupted download still holds its `.part` file, waiting on the silent node.
+        let keys = [
+            Key::Expect(PROMPT),
+            Key::Send("fetch .\r"),
+            Key::Expect("fetch ."),
+            Key::Expect("\n"),
+            Key::Expect("\"endless.bin\""),
+            Key::Send("\x03"),
+            Key::Expect(PROMPT),
+            Key::Send("exit\r"),
+        ];
+        let shown = shell(&dir, &env, &[&fake.url], &keys);
+        assert!(matches!(shown.status, Some(0 | 1)), "{}", shown.dump());
+        assert_eq!(dir.names(), ["mine.txt"], "something partial was left\n{}", shown.dump());
     }
 
     #[test]

@@ -433,7 +433,7 @@ mod trickles {
 // 3. Part files where O_TMPFILE is missing
 // ---------------------------------------------------------------------------------------
 
-mod part_files {
+pub(crate) mod part_files {
     use super::*;
 
     /// An LD_PRELOAD shim that fails every open with O_TMPFILE as vfat, NFS and SMB do; with
@@ -505,7 +505,7 @@ OPENAT(openat64)
 "#;
 
     /// Builds the shim with `cc` in `dir`; fails loudly when there is no C compiler.
-    fn shim(dir: &TempDir) -> PathBuf {
+    pub(crate) fn shim(dir: &TempDir) -> PathBuf {
         let (src, lib) = (dir.path().join("no_tmpfile.c"), dir.path().join("no_tmpfile.so"));
         fs::write(&src, SHIM).unwrap();
         let built =
