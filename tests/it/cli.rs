@@ -338,6 +338,21 @@ mod server {
     }
 
     #[test]
+    fn a_method_with_control_characters_is_logged_escaped_on_one_line() {
+        let (_shared, node) = hello_node(&[]);
+        // tabs for spaces, which would end the method: tiny_http takes the rest as one
+        let forged = "127.0.0.1\t-\t-\t[24/Nov/2026\t10:00:00]\t\"POST\t/RPC2\tHTTP/1.1\"\t200\t-";
+        let request = format!("X\n{forged}\n\x1b[8m / HTTP/1.1\r\nConnection: close\r\n\r\n");
+        let answer = common::raw_http(&node.url, request.as_bytes());
+        assert!(answer.starts_with("HTTP/1.1 405"), "{answer:?}");
+        let logged = |l: &String| l.contains("\\u{1b}[8m / HTTP/1.1") && l.contains(" 405 - ");
+        let seen = common::eventually(Duration::from_secs(5), || node.log.lock().unwrap().iter().any(logged));
+        let log = node.log.lock().unwrap();
+        assert!(seen, "no escaped line for the request: {log:?}");
+        assert!(!log.iter().any(|l| l.starts_with(forged) || l.contains('\x1b')), "{log:?}");
+    }
+
+    #[test]
     fn the_node_logs_one_line_per_request() {
         let (_shared, node) = hello_node(&[]);
         // Request lines only: the start lines may be recorded just after start returns.

@@ -1009,6 +1009,44 @@ mod ending_a_node {
             rest.0, rest.1
         );
     }
+
+    #[test]
+    #[ignore = "known limit: tiny_http 0.12 deadlocks answering HTTP/2.0 with a 505 (README, Known limits)"]
+    fn requests_claiming_http_2_cost_the_node_nothing_for_good() {
+        let dir = share();
+        let node = Node::rust(PW, dir.path(), &[]);
+        let rest = (fds(node.pid()), threads(node.pid()));
+        let addr = node.url.trim_start_matches("http://").to_string();
+        for _ in 0..50 {
+            let mut stream = TcpStream::connect(&addr).unwrap();
+            stream.write_all(b"GET / HTTP/2.0\r\n\r\n").unwrap();
+        }
+        let back = common::eventually(Duration::from_secs(20), || {
+            fds(node.pid()) <= rest.0 + 4 && threads(node.pid()) <= rest.1 + 8
+        });
+        let now = (fds(node.pid()), threads(node.pid()));
+        assert!(back, "descriptors and threads {rest:?} at rest, {now:?} 20 s after 50 such requests");
+    }
+
+    #[test]
+    fn patterns_of_megabytes_are_answered_but_not_kept() {
+        let dir = share();
+        // a folder older than the settle time: its listing, and the answers made from it, are kept
+        let aged = Command::new("touch").args(["-m", "-d", "2000-01-01"]).arg(dir.path()).status();
+        assert!(aged.is_ok_and(|s| s.success()), "touch could not age the folder");
+        let node = Node::rust(PW, dir.path(), &[]);
+        let token = common::token(PW, &node.url);
+        for i in 0..40 {
+            // a comment of 2 MB, different each time, then the pattern itself
+            let pattern = format!("(?x)#{i}{}\nhello", "a".repeat(2_000_000));
+            let body = crate::hostile::call_xml(&token, "<int>1</int>", &pattern);
+            let answer = common::post(&node.url, body.as_bytes()).expect("an answer");
+            assert!(answer.contains("<string>hello.txt</string>"), "{}", &answer[..answer.len().min(300)]);
+        }
+        // the C allocator gives free memory back every second
+        let flat = common::eventually(Duration::from_secs(5), || rss_mib(node.pid()) < 40);
+        assert!(flat, "node resident memory stayed at {} MiB after 40 patterns of 2 MB", rss_mib(node.pid()));
+    }
 }
 
 // ---------------------------------------------------------------------------------------
