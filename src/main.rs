@@ -1928,10 +1928,15 @@ fn endpoint(url: &str) -> String {
     if rest.starts_with('/') { format!("{base}{rest}") } else { format!("{base}/RPC2{rest}") }
 }
 
+/// The HOST and PORT of `http://HOST:PORT`, as written.
+fn host_and_port(url: &str) -> Option<(&str, &str)> {
+    url.strip_prefix("http://")?.rsplit_once(':')
+}
+
 /// Other spellings of a node URL: the loopback names for a loopback host, else the host's
 /// addresses.
 fn spellings(base: &str) -> Vec<String> {
-    let Some((host, port)) = base.trim_start_matches("http://").rsplit_once(':') else { return vec![] };
+    let Some((host, port)) = host_and_port(base) else { return vec![] };
     let loopback = ["127.0.0.1", "localhost", "[::1]"];
     let hosts: Vec<String> = if loopback.contains(&host) || host.starts_with("127.") {
         loopback.map(String::from).to_vec()
@@ -2374,9 +2379,7 @@ fn is_part(name: &str) -> bool {
 /// HOST in brackets), no path (one server could otherwise pass for any number of nodes),
 /// no white space or control characters.
 fn valid_peer_url(url: &str) -> bool {
-    let Some((host, port)) = url.strip_prefix("http://").and_then(|rest| rest.rsplit_once(':')) else {
-        return false;
-    };
+    let Some((host, port)) = host_and_port(url) else { return false };
     let host_ok = !host.is_empty() && (!host.contains(':') || host.starts_with('[') && host.ends_with(']'));
     let port_ok = port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p > 0);
     url.len() <= MAX_URL_LEN

@@ -399,9 +399,15 @@ print(at_prompt, flags(), status, paste_off)
         })
     }
 
-    /// Runs `command` in a shell joined to `fake`, presses Ctrl-C once `seen` is on screen,
-    /// then asks `peers` and exits; returns what was shown and how long it all took.
-    fn interrupt(fake: &Fake, command: &str, seen: &str) -> (TempDir, common::Shown, Duration) {
+    /// Runs `command` in a shell joined to `fake`, with `env` added to TINYP2P_TIMEOUT=25,
+    /// presses Ctrl-C once `seen` is on screen, then asks `peers` and exits; returns what was
+    /// shown and how long it all took.
+    fn interrupt(
+        fake: &Fake,
+        env: &[(&str, &str)],
+        command: &str,
+        seen: &str,
+    ) -> (TempDir, common::Shown, Duration) {
         let dir = folder(&[MINE]);
         let line = format!("{command}\r");
         // The line echoed and ended: the prompt has given the terminal back (Ctrl-C is a
@@ -420,14 +426,15 @@ print(at_prompt, flags(), status, paste_off)
             Key::Send("exit\r"),
         ];
         let started = Instant::now();
-        let shown = shell(&dir, &[("TINYP2P_TIMEOUT", "25")], &[&fake.url], &keys);
+        let env = [&[("TINYP2P_TIMEOUT", "25")][..], env].concat();
+        let shown = shell(&dir, &env, &[&fake.url], &keys);
         (dir, shown, started.elapsed())
     }
 
     #[test]
     fn ctrl_c_interrupts_a_running_fetch_leaving_nothing_and_the_shell_goes_on() {
         let fake = offering(|| Reply::Trickle(1 << 30));
-        let (dir, shown, took) = interrupt(&fake, "fetch .", "\"endless.bin\"");
+        let (dir, shown, took) = interrupt(&fake, &[], "fetch .", "\"endless.bin\"");
         assert!(matches!(shown.status, Some(0 | 1)), "{}", shown.dump());
         assert!(took < Duration::from_secs(20), "took {took:?}");
         let screen = lines(&shown.screen);
@@ -445,7 +452,7 @@ print(at_prompt, flags(), status, paste_off)
     #[test]
     fn ctrl_c_interrupts_a_fetch_whose_node_stopped_sending() {
         let fake = offering(|| Reply::Stall(10 << 20));
-        let (dir, shown, took) = interrupt(&fake, "fetch .", "\"endless.bin\"");
+        let (dir, shown, took) = interrupt(&fake, &[], "fetch .", "\"endless.bin\"");
         assert!(took < Duration::from_secs(10), "Ctrl-C took {took:?} to act\n{}", shown.dump());
         assert_eq!(dir.names(), ["mine.txt"], "something partial was left");
     }
@@ -453,21 +460,12 @@ print(at_prompt, flags(), status, paste_off)
     #[test]
     fn exit_right_after_an_interrupted_fetch_leaves_no_part_file_where_o_tmpfile_is_missing() {
         let fake = offering(|| Reply::Stall(10 << 20));
-        let (dir, shim_dir) = (folder(&[MINE]), TempDir::new());
+        let shim_dir = TempDir::new();
         let lib = crate::trust::part_files::shim(&shim_dir);
-        let env = [("TINYP2P_TIMEOUT", "25"), ("LD_PRELOAD", lib.to_str().unwrap())];
-        // The interrupted download still holds its `.part` file, waiting on the silent node.
-        let keys = [
-            Key::Expect(PROMPT),
-            Key::Send("fetch .\r"),
-            Key::Expect("fetch ."),
-            Key::Expect("\n"),
-            Key::Expect("\"endless.bin\""),
-            Key::Send("\x03"),
-            Key::Expect(PROMPT),
-            Key::Send("exit\r"),
-        ];
-        let shown = shell(&dir, &env, &[&fake.url], &keys);
+        // The interrupted download still holds its `.part` file, waiting on the silent node
+        // for 25 s, when the shell exits.
+        let (dir, shown, _) =
+            interrupt(&fake, &[("LD_PRELOAD", lib.to_str().unwrap())], "fetch .", "\"endless.bin\"");
         assert!(matches!(shown.status, Some(0 | 1)), "{}", shown.dump());
         assert_eq!(dir.names(), ["mine.txt"], "something partial was left\n{}", shown.dump());
     }
@@ -476,7 +474,7 @@ print(at_prompt, flags(), status, paste_off)
     fn ctrl_c_interrupts_a_fetch_still_asking_a_node_that_does_not_answer() {
         let fake = Fake::start(|_, _| Reply::Silent);
         // The node never answers the listing the fetch begins with.
-        let (dir, shown, took) = interrupt(&fake, "fetch .", "");
+        let (dir, shown, took) = interrupt(&fake, &[], "fetch .", "");
         assert!(took < Duration::from_secs(10), "Ctrl-C took {took:?} to act\n{}", shown.dump());
         assert!(lines(&shown.screen).iter().any(|l| l.ends_with("tinyp2p: interrupted")), "{}", shown.dump());
         assert_eq!(dir.names(), ["mine.txt"], "something was written");

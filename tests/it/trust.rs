@@ -1015,17 +1015,11 @@ mod ending_a_node {
     fn requests_claiming_http_2_cost_the_node_nothing_for_good() {
         let dir = share();
         let node = Node::rust(PW, dir.path(), &[]);
-        let rest = (fds(node.pid()), threads(node.pid()));
-        let addr = node.url.trim_start_matches("http://").to_string();
+        let rest = at_rest(&node);
         for _ in 0..50 {
-            let mut stream = TcpStream::connect(&addr).unwrap();
-            stream.write_all(b"GET / HTTP/2.0\r\n\r\n").unwrap();
+            connect(&node).write_all(b"GET / HTTP/2.0\r\n\r\n").unwrap();
         }
-        let back = common::eventually(Duration::from_secs(20), || {
-            fds(node.pid()) <= rest.0 + 4 && threads(node.pid()) <= rest.1 + 8
-        });
-        let now = (fds(node.pid()), threads(node.pid()));
-        assert!(back, "descriptors and threads {rest:?} at rest, {now:?} 20 s after 50 such requests");
+        assert_back_to_rest(&node, rest, "after 50 requests claiming HTTP/2.0");
     }
 
     #[test]
