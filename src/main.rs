@@ -1287,8 +1287,8 @@ fn servable(name: &str) -> Option<String> {
 //    descriptors for it), then hands each request to whichever thread calls `recv`. A few hot
 //    threads answer fastest (measured: 4 serve about twice the requests per second of
 //    64), but a stalled client holds one until its timeout, so the pool keeps MIN_WORKERS
-//    free: it adds workers while requests hold them longer than WORKER_STUCK, doubling
-//    while clients stall, and lets the extra ones go once they idle.
+//    free: a worker that takes one of the last free places starts another, and one that
+//    finds twice that many free when it is done leaves.
 // 4. Pool race: connections arriving in a burst could wait with no tiny_http thread to
 //    read them until another connection closed (measured: 4 of 8 parallel downloads timed
 //    out). Each connection of our own gives its pool a thread that takes them up: every
@@ -1316,7 +1316,7 @@ fn servable(name: &str) -> Option<String> {
 // tiny_http answer 505 through a writer that waits for the request being answered, so that
 // connection's thread and its two descriptors are lost for good, before any code here runs.
 
-/// How often the pool looks at its workers, and nudges tiny_http's pool while busy.
+/// How often the pool nudges tiny_http's pool while busy, and watches its accept loop.
 const POOL_TICK: Duration = Duration::from_millis(20);
 /// Workers a node keeps free for new requests.
 const MIN_WORKERS: usize = 4;
@@ -1324,8 +1324,6 @@ const MIN_WORKERS: usize = 4;
 const MAX_WORKERS: usize = 1024;
 /// Most connections the pool makes to itself in one tick (item 4).
 const NUDGES: usize = 64;
-/// How long one request holds a worker before the pool counts the worker as held.
-const WORKER_STUCK: Duration = Duration::from_millis(50);
 /// How long connections may wait in the listen queue before the accept loop counts as gone.
 const ACCEPT_STALL: Duration = Duration::from_secs(1);
 /// Descriptors that must be free before a new tiny_http server starts (item 6).
@@ -1359,12 +1357,12 @@ struct Pool {
     node: Arc<Node>,
     /// The listening socket, shared by every server started on it.
     listener: Arc<TcpListener>,
-    /// Each worker's mark: when its request began, None while it waits for one.
-    workers: Mutex<Vec<Arc<Mutex<Option<Instant>>>>>,
+    /// Its workers.
+    workers: AtomicUsize,
+    /// Those of them waiting for a request.
+    free: AtomicUsize,
     /// When the last request came.
     last: Mutex<Instant>,
-    /// Workers asked to leave, because more than enough are free.
-    surplus: AtomicUsize,
     /// Set once the server stopped accepting: its workers leave when it falls quiet.
     retired: AtomicBool,
 }
@@ -1378,31 +1376,37 @@ impl Pool {
             server,
             node: node.clone(),
             listener,
-            workers: Mutex::default(),
+            workers: AtomicUsize::new(0),
+            free: AtomicUsize::new(0),
             last: Mutex::new(Instant::now()),
-            surplus: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
         });
-        pool.add(MIN_WORKERS);
+        (0..MIN_WORKERS).for_each(|_| pool.add());
         std::thread::spawn(move || pool.keep());
         Ok(())
     }
 
-    /// Starts up to `n` more workers, within MAX_WORKERS and the threads the system gives.
-    fn add(self: &Arc<Self>, n: usize) {
-        let mut workers = lock(&self.workers);
-        for _ in 0..n.min(MAX_WORKERS.saturating_sub(workers.len())) {
-            let (pool, mark) = (self.clone(), Arc::new(Mutex::new(None)));
-            let own = mark.clone();
-            if std::thread::Builder::new().spawn(move || pool.work(&own)).is_err() {
-                break;
-            }
-            workers.push(mark);
+    /// Starts one more worker, within MAX_WORKERS and the threads the system gives.
+    fn add(self: &Arc<Self>) {
+        if self.workers.fetch_update(Relaxed, Relaxed, |n| (n < MAX_WORKERS).then_some(n + 1)).is_err() {
+            return;
+        }
+        self.free.fetch_add(1, Relaxed);
+        let pool = self.clone();
+        if std::thread::Builder::new().spawn(move || pool.work()).is_err() {
+            self.leave();
         }
     }
 
-    /// A worker: answers requests until it is surplus, or its server is retired and quiet.
-    fn work(&self, mark: &Mutex<Option<Instant>>) {
+    /// Counts a worker out.
+    fn leave(&self) {
+        self.free.fetch_sub(1, Relaxed);
+        self.workers.fetch_sub(1, Relaxed);
+    }
+
+    /// A worker: answers requests until more than enough others are free, or its server is
+    /// retired and quiet.
+    fn work(self: Arc<Self>) {
         // this long without a request, a retired server's idle connections have all timed out
         // (item 2): none can bring a request any more
         let quiet = 2 * self.node.caller.settings.timeout;
@@ -1410,24 +1414,26 @@ impl Pool {
             match self.server.recv_timeout(Duration::from_secs(1)) {
                 Ok(Some(request)) => {
                     *lock(&self.last) = Instant::now();
-                    *lock(mark) = Some(Instant::now());
+                    if self.free.fetch_sub(1, Relaxed) == 1 {
+                        self.add(); // the last free one taken: a stalled client must not leave none
+                    }
                     // a bug in one answer costs that answer (the hook prints it), not the worker
                     let _ = std::panic::catch_unwind(AssertUnwindSafe(|| handle(&self.node, request)));
-                    *lock(mark) = None;
+                    if self.free.fetch_add(1, Relaxed) >= MIN_WORKERS {
+                        break;
+                    }
                 }
                 Ok(None) if self.retired.load(Relaxed) && lock(&self.last).elapsed() > quiet => break,
                 Ok(None) => {}
                 // an accept that timed out is routine (item 2); anything else is worth a line
                 Err(e) => self.retire((e.kind() != io::ErrorKind::WouldBlock).then(|| e.to_string())),
             }
-            if self.surplus.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_ok() {
-                break;
-            }
         }
+        self.leave();
     }
 
-    /// Every POOL_TICK: keeps MIN_WORKERS free, nudges tiny_http's pool, watches the accept
-    /// loop, and every second gives free memory back. Ends once the server is retired: its
+    /// Every POOL_TICK: nudges tiny_http's pool, watches the accept loop, and every second
+    /// gives free memory back. Ends once the server is retired: its
     /// workers leave by themselves.
     fn keep(self: Arc<Self>) {
         let idle_nudge = (self.node.caller.settings.timeout / 2).min(Duration::from_secs(1));
@@ -1438,18 +1444,12 @@ impl Pool {
             if self.retired.load(Relaxed) {
                 return;
             }
-            let (held, free) = self.count();
-            if free < MIN_WORKERS {
-                self.add(held.max(MIN_WORKERS));
-            } else {
-                let extra = if free > 2 * MIN_WORKERS { free - MIN_WORKERS } else { 0 };
-                self.surplus.store(extra, Relaxed);
-            }
             queued = if listen_queue(&self.listener) > 0 { queued + POOL_TICK } else { Duration::ZERO };
             if queued >= ACCEPT_STALL {
                 self.retire(Some("connections were left waiting".into()));
             }
-            let busy = held > 0 || lock(&self.last).elapsed() < Duration::from_secs(1);
+            let held = self.free.load(Relaxed) < self.workers.load(Relaxed);
+            let busy = held || lock(&self.last).elapsed() < Duration::from_secs(1);
             let due = busy || tick % nudge_every == 0;
             if queued.is_zero() && due {
                 // one after another, until one is taken up at once
@@ -1464,16 +1464,6 @@ impl Pool {
                 unsafe { libc::malloc_trim(0) };
             }
         }
-    }
-
-    /// The workers held by one request longer than WORKER_STUCK, and the free ones.
-    fn count(&self) -> (usize, usize) {
-        let mut workers = lock(&self.workers);
-        // a worker that has left dropped its own handle on its mark
-        workers.retain(|mark| Arc::strong_count(mark) > 1);
-        let held =
-            workers.iter().filter(|mark| lock(mark).is_some_and(|t| t.elapsed() >= WORKER_STUCK)).count();
-        (held, workers.len() - held)
     }
 
     /// Marks this server retired (its accept loop has ended), says `why` if given, and serves
