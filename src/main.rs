@@ -1286,9 +1286,9 @@ fn servable(name: &str) -> Option<String> {
 // 3. Workers: tiny_http reads each connection on a thread of its own (and holds two
 //    descriptors for it), then hands each request to whichever thread calls `recv`. A few hot
 //    threads answer fastest (measured: 4 serve about twice the requests per second of
-//    64), but a stalled client holds one until its timeout, so the pool keeps MIN_WORKERS
-//    free: a worker that takes one of the last free places starts another, and one that
-//    finds twice that many free when it is done leaves.
+//    64), but a stalled client holds one until its timeout, so the pool never runs out of
+//    free ones: a worker that takes the last free place starts another, and one that finds
+//    MIN_WORKERS free when it is done leaves.
 // 4. Pool race: connections arriving in a burst could wait with no tiny_http thread to
 //    read them until another connection closed (measured: 4 of 8 parallel downloads timed
 //    out). Each connection of our own gives its pool a thread that takes them up: every
@@ -1318,7 +1318,7 @@ fn servable(name: &str) -> Option<String> {
 
 /// How often the pool nudges tiny_http's pool while busy, and watches its accept loop.
 const POOL_TICK: Duration = Duration::from_millis(20);
-/// Workers a node keeps free for new requests.
+/// Workers a node starts with, and most it keeps free for new requests.
 const MIN_WORKERS: usize = 4;
 /// Most workers: stalled clients beyond this many do hold up the others.
 const MAX_WORKERS: usize = 1024;
