@@ -1433,8 +1433,7 @@ impl Pool {
     }
 
     /// Every POOL_TICK: nudges tiny_http's pool, watches the accept loop, and every second
-    /// gives free memory back. Ends once the server is retired: its
-    /// workers leave by themselves.
+    /// gives free memory back. Ends once the server is retired: its workers leave by themselves.
     fn keep(self: Arc<Self>) {
         let idle_nudge = (self.node.caller.settings.timeout / 2).min(Duration::from_secs(1));
         let nudge_every = (idle_nudge.as_millis() / POOL_TICK.as_millis()).max(1) as u64;
