@@ -2257,9 +2257,8 @@ fn run_shell(node: &Node) -> Result<bool> {
     if editor.is_some() && unsafe { libc::tcgetattr(0, &mut terminal) } == 0 {
         let _ = TERMINAL.set(terminal);
     }
-    let mut lines = io::stdin().lock().split(b'\n').map_while(Result::ok);
     let mut ok = true;
-    while let Some(line) = read_command(&mut editor, &mut lines) {
+    while let Some(line) = read_command(&mut editor) {
         let line = line.trim();
         let (command, arg) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
         match (command, arg.trim()) {
@@ -2286,16 +2285,19 @@ fn run_shell(node: &Node) -> Result<bool> {
 }
 
 /// The next command line: at the prompt on a terminal (Ctrl-C there gives a new prompt),
-/// else the next line of input; `None` at the end of input.
-fn read_command(
-    editor: &mut Option<rustyline::DefaultEditor>,
-    lines: &mut impl Iterator<Item = Vec<u8>>,
-) -> Option<String> {
-    let Some(editor) = editor else { return lines.next().map(|l| String::from_utf8_lossy(&l).into_owned()) };
+/// else the next line of input; `None` at the end of input. Standard input is locked for
+/// one line at a time: on a terminal line editing does not know (TERM=dumb), it reads
+/// standard input itself.
+fn read_command(editor: &mut Option<rustyline::DefaultEditor>) -> Option<String> {
+    let Some(editor) = editor else {
+        let mut line = Vec::new();
+        let read = io::stdin().lock().read_until(b'\n', &mut line);
+        return read.ok().filter(|&n| n > 0).map(|_| String::from_utf8_lossy(&line).into_owned());
+    };
     loop {
-        CTRL_C.store(false, Relaxed); // a Ctrl-C from here on is for the command typed
         match editor.readline("tinyp2p> ") {
             Ok(line) => {
+                CTRL_C.store(false, Relaxed); // a Ctrl-C from here on is for the command typed
                 let _ = editor.add_history_entry(line.as_str());
                 return Some(line);
             }

@@ -322,6 +322,38 @@ mod terminal {
         assert_eq!(lines(&shown.screen), want, "{}", shown.dump());
     }
 
+    #[test]
+    fn a_terminal_line_editing_does_not_know_takes_commands_and_ctrl_c_there_spoils_none() {
+        let dir = folder(&[MINE]);
+        // a peer slow to list, so that `ls` is still running when it looks for a Ctrl-C
+        let slow = Fake::start(|mode, own| match mode {
+            0 => Reply::Value(common::xml_strings(&[own])),
+            _ => {
+                std::thread::sleep(Duration::from_millis(300));
+                Reply::Value(common::xml_listing(&["slow.txt"]))
+            }
+        });
+        // Line editing reads such a terminal as plain input, and Ctrl-C at its prompt is a
+        // signal: it must neither end the shell nor spoil the commands typed after it.
+        let keys = [
+            Key::Expect(PROMPT),
+            Key::Send("\x03"),
+            Key::Expect("^C"),
+            Key::Send("peers\r"),
+            Key::Expect("(this node)"),
+            Key::Expect(PROMPT),
+            Key::Send("ls\r"),
+            Key::Expect("2 names on 2 nodes"),
+            Key::Expect(PROMPT),
+            Key::Send("exit\r"),
+        ];
+        for term in ["dumb", "emacs"] {
+            let shown = shell(&dir, &[("TERM", term)], &[&slow.url], &keys);
+            assert_eq!(shown.status, Some(0), "TERM={term}: {}", shown.dump());
+            assert!(!shown.screen.contains("interrupted"), "TERM={term}: {}", shown.dump());
+        }
+    }
+
     /// Starts a shell node on a pseudo-terminal, sends it SIGTERM at its prompt, and says
     /// what the terminal was set to at the prompt and after: `ICANON ECHO` flags, the exit
     /// status, and whether bracketed paste was turned off after it was last turned on.
