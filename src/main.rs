@@ -27,6 +27,7 @@ use md5::Md5;
 use memchr::{memchr, memchr_iter, memchr2, memchr3_iter, memmem};
 use regex::{Regex, RegexBuilder};
 use tiny_http::{Header, Method, Request, Response};
+use unicode_width::UnicodeWidthStr;
 use xml::reader::{EventReader, XmlEvent};
 use xmlrpc::{Fault, Transport, Value};
 
@@ -2194,10 +2195,12 @@ fn plan(offers: Offers, report: &Report) -> Vec<Job> {
 /// summary; true if every node answered.
 fn show(peers: &[String], offers: &Offers, report: &Report) -> bool {
     let quoted: Vec<String> = offers.keys().map(|name| quoted(name)).collect();
-    let width = quoted.iter().map(|q| q.chars().count()).max().unwrap_or(0).min(40);
+    // in screen columns: a CJK character or an emoji takes two
+    let width = quoted.iter().map(|q| q.width()).max().unwrap_or(0).min(40);
     for (name, at) in quoted.iter().zip(offers.values()) {
         let nodes: Vec<&str> = at.iter().map(|&p| peers[p].as_str()).collect();
-        report.line(false, format!("{name:width$}  {}", nodes.join(", ")));
+        let pad = width.saturating_sub(name.width());
+        report.line(false, format!("{name}{:pad$}  {}", "", nodes.join(", ")));
     }
     report.finish(|c| {
         let dead = match c.unreachable {

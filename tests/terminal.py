@@ -13,8 +13,9 @@ terminal (so Ctrl-C, written as \\x03, is a SIGINT), with a window of R rows and
 Then the driver reads until the command closes the terminal and exits. It prints all the
 command wrote, byte for byte, on its own standard output, and, with --screen, writes to
 FILE the text a person would read on the terminal at the end (a small emulator of what
-the command uses: wrapping, carriage return, cursor up and down, clearing lines). A query
-of the cursor position (ESC [6n) is answered as a terminal answers it.
+the command uses: wrapping, wide characters in two columns, carriage return, cursor up and
+down, clearing lines). A query of the cursor position (ESC [6n) is answered as a terminal
+answers it.
 
 Exit status: the command's own (128 + N if signal N ended it); 124 if a step or the exit
 did not come before the deadline (default 30 s), the command then being killed and the
@@ -31,6 +32,7 @@ import struct
 import sys
 import termios
 import time
+import unicodedata
 
 CSI = re.compile(rb"\x1b\[([?]?)([0-9;]*)([@-~])")
 
@@ -61,20 +63,19 @@ class Screen:
         self.wrap_pending = False
 
     def put(self, ch):
-        if self.wrap_pending:
+        # a wide character (CJK, most emoji) takes two cells; with one left, it wraps first
+        cells = [ch, ""] if unicodedata.east_asian_width(ch) in "WF" else [ch]
+        if self.wrap_pending or self.col + len(cells) > self.cols:
             self.newline()
             self.col = 0
         line = self.line()
-        while len(line) < self.col:
+        while len(line) < self.col + len(cells):
             line.append(" ")
-        if self.col < len(line):
-            line[self.col] = ch
+        line[self.col : self.col + len(cells)] = cells
+        if self.col + len(cells) == self.cols:
+            self.col, self.wrap_pending = self.cols - 1, True
         else:
-            line.append(ch)
-        if self.col == self.cols - 1:
-            self.wrap_pending = True
-        else:
-            self.col += 1
+            self.col += len(cells)
 
     def csi(self, private, params, final):
         nums = [int(p) if p else 0 for p in params.split(";")] if params else []

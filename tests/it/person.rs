@@ -180,6 +180,27 @@ mod progress {
     }
 
     #[test]
+    fn a_name_of_wide_characters_is_cut_to_the_screen_and_leaves_no_progress_line_behind() {
+        // 60 CJK characters: 120 columns, wider than the 100 of the terminal
+        let name = format!("{}.bin", "議事録".repeat(20));
+        let big = random_bytes(64 << 20);
+        let (_shared, node) = node_sharing(&[(&name, &big)], &[]);
+        let dir = TempDir::new();
+        let shown = on_terminal(dir.path(), &[PW, "client", &node.url, "."]);
+        assert_eq!(shown.status, Some(0), "{}", shown.dump());
+        assert!(dir.read(&name) == big, "{name} arrived different");
+        assert!(shown.raw.contains("議事録"), "no line for the download on screen\n{}", shown.dump());
+        let screen = lines(&shown.screen);
+        for line in &screen {
+            assert!(!line.contains("received at") && !line.contains('%'), "left on screen: {line:?}");
+        }
+        // the fetched line is wider than the screen: it wraps, and nothing comes in between
+        let fetched = fetched_line(&name, big.len(), &node.url);
+        assert!(screen.concat().starts_with(&fetched), "{}", shown.screen);
+        assert!(screen.last().unwrap().starts_with("done: 1 fetched"), "{}", shown.screen);
+    }
+
+    #[test]
     fn the_fetched_lines_stay_whole_above_the_display_which_is_cleared_at_the_end() {
         let (_shared, node, big) = node_with_big_file(64 << 20);
         let dir = TempDir::new();
@@ -489,6 +510,16 @@ mod list {
         );
         assert_eq!(lines(&run.stdout).last(), Some(&"3 names on 2 nodes"));
         assert!(dir.names().is_empty(), "list wrote {:?}", dir.names());
+    }
+
+    #[test]
+    fn names_of_wide_characters_keep_the_nodes_in_one_column_on_screen() {
+        // "日本語.txt" quoted is 8 characters but 12 columns; "abcdefghij" quoted 12 of both
+        let (_dir, node) = node_sharing(&[("日本語.txt", b"j\n"), ("abcdefghij", b"a\n")], &[]);
+        let run = tinyp2p(TempDir::new().path(), &[PW, "list", &node.url]);
+        assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
+        let want = [format!("\"abcdefghij\"  {}", node.url), format!("\"日本語.txt\"  {}", node.url)];
+        assert_eq!(lines(&run.stdout)[..2], want, "{}", run.stdout);
     }
 
     #[test]
