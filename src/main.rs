@@ -229,10 +229,16 @@ fn env_number(name: &str, default: f64, min: f64, max: f64) -> Result<f64, Usage
 
 /// Text on one line with everything a terminal would hide or act on (control characters,
 /// bidi and invisible formatting) escaped, so that what a person reads is what is there.
+/// Quotes and backslashes stay as they are, and so does a combining mark after a character
+/// (a decomposed é, as macOS writes names, reads é).
 fn printable(text: &str) -> String {
-    let escape =
-        |c: char| if matches!(c, '"' | '\'' | '\\') { c.to_string() } else { c.escape_debug().to_string() };
-    text.chars().map(escape).collect()
+    // str's escape_debug (which escapes a combining mark only where it begins the text), but
+    // for the quote or backslash each piece ends with
+    let piece = |p: &str| {
+        let (body, end) = p.split_at(p.len() - usize::from(p.ends_with(['"', '\'', '\\'])));
+        format!("{}{end}", body.escape_debug())
+    };
+    text.split_inclusive(['"', '\'', '\\']).map(piece).collect()
 }
 
 /// An I/O error in words, without the `(os error N)` a person has no use for.
@@ -245,9 +251,10 @@ fn plural(n: usize, thing: &str) -> String {
     format!("{n} {thing}{}", if n == 1 { "" } else { "s" })
 }
 
-/// A name as every line shows it: quoted, and escaped as `printable` escapes.
+/// A name as every line shows it: in quotes, its own quotes and backslashes escaped, and
+/// escaped as `printable` escapes.
 fn quoted(name: &str) -> String {
-    printable(&format!("{name:?}"))
+    format!("\"{}\"", printable(&name.replace('\\', r"\\").replace('"', r#"\""#)))
 }
 
 /// An error line as every one is printed: `tinyp2p: ` and the words on one printable line.
@@ -2163,7 +2170,7 @@ fn gather(peers: &[String], listings: Vec<Result<Vec<String>>>, regex: &Regex, r
         });
         for name in names {
             if !plain_name(&name) || is_part(&name) || !regex.is_match(&name) {
-                let why = format!("node {} offered the name {name:?}, which is refused", peers[p]);
+                let why = format!("node {} offered the name {}, which is refused", peers[p], quoted(&name));
                 report.failed(false, why);
             } else if offers.get(&name).is_none_or(|at| at.last() != Some(&p)) {
                 offers.entry(name).or_default().push(p);
@@ -2222,10 +2229,10 @@ fn fetch(caller: &Caller, peers: &[String], (name, at): &Job, report: &Report) {
             Ok(Some(size)) => return report.fetched(name, size, url),
             Ok(None) => return report.count(|c| c.skipped += 1),
             Err(e) if at.last() != Some(&p) => {
-                let why = format!("cannot fetch {name:?}: {e:#}; trying the next node");
+                let why = format!("cannot fetch {}: {e:#}; trying the next node", quoted(name));
                 report.line(true, error_line(why));
             }
-            Err(e) => report.failed(false, format!("cannot fetch {name:?}: {e:#}")),
+            Err(e) => report.failed(false, format!("cannot fetch {}: {e:#}", quoted(name))),
         }
     }
 }
@@ -2765,6 +2772,13 @@ mod tests {
             assert_eq!(printable("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
             assert_eq!(printable("a\u{200b}b\u{2066}c\u{feff}"), "a\\u{200b}b\\u{2066}c\\u{feff}");
             assert_eq!(printable("quotes \"stay\" 'as' \\ they are"), "quotes \"stay\" 'as' \\ they are");
+        }
+
+        #[test]
+        fn a_combining_mark_after_a_character_is_shown_as_it_is_and_alone_escaped() {
+            assert_eq!(printable("cafe\u{301}.txt"), "cafe\u{301}.txt");
+            assert_eq!(printable("\u{301}x \"\u{301}"), "\\u{301}x \"\\u{301}");
+            assert_eq!(quoted("cafe\u{301} \"q\" \\ 'a'\n"), "\"cafe\u{301} \\\"q\\\" \\\\ 'a'\\n\"");
         }
 
         #[test]

@@ -657,6 +657,19 @@ mod plain_words {
     }
 
     #[test]
+    fn a_decomposed_accent_is_shown_as_the_letter_it_makes_not_as_an_escape() {
+        let name = "cafe\u{301}.txt"; // é as macOS writes names: e and a combining accent
+        let (_shared, node) = node_sharing(&[(name, b"nfd\n")], &[]);
+        let dir = TempDir::new();
+        let run = tinyp2p(dir.path(), &[PW, "client", &node.url, "."]);
+        assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
+        let line = format!("fetched \"{name}\" (4 bytes) from {}", node.url);
+        assert!(lines(&run.stdout).contains(&line.as_str()), "no {line:?} in:\n{}", run.stdout);
+        let listed = tinyp2p(dir.path(), &[PW, "list", &node.url]);
+        assert!(listed.stdout.starts_with(&format!("\"{name}\"  {}", node.url)), "{}", listed.stdout);
+    }
+
+    #[test]
     fn a_file_gone_since_its_listing_is_named_once() {
         // The node's listing stays cached while its folder's time stays the same: the file
         // goes, the folder's time is put back, and the node still lists the name, as it
