@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail};
 use hmac::{Hmac, KeyInit, Mac};
-use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 use md5::Md5;
 use memchr::{memchr, memchr_iter, memchr2, memchr3_iter, memmem};
 use regex::{Regex, RegexBuilder};
@@ -2047,6 +2047,50 @@ struct Counts {
     bytes: u64,
 }
 
+/// The live status of the latest client run on a terminal: a signal that ends the program
+/// clears it.
+static LIVE: Mutex<Option<MultiProgress>> = Mutex::new(None);
+
+/// Standard error as the live status draws on it, two columns narrower than it is: a status
+/// that filled its lines to the last column, as indicatif does, would leave the cursor waiting
+/// to wrap, and the `^C` a terminal echoes would then start a new line under it, from which
+/// the status could not be cleared.
+#[derive(Debug)]
+struct Narrower(console::Term);
+
+impl TermLike for Narrower {
+    fn width(&self) -> u16 {
+        self.0.size().1.saturating_sub(2).max(1)
+    }
+    fn height(&self) -> u16 {
+        self.0.size().0
+    }
+    fn move_cursor_up(&self, n: usize) -> io::Result<()> {
+        self.0.move_cursor_up(n)
+    }
+    fn move_cursor_down(&self, n: usize) -> io::Result<()> {
+        self.0.move_cursor_down(n)
+    }
+    fn move_cursor_right(&self, n: usize) -> io::Result<()> {
+        self.0.move_cursor_right(n)
+    }
+    fn move_cursor_left(&self, n: usize) -> io::Result<()> {
+        self.0.move_cursor_left(n)
+    }
+    fn write_line(&self, line: &str) -> io::Result<()> {
+        self.0.write_line(line)
+    }
+    fn write_str(&self, text: &str) -> io::Result<()> {
+        self.0.write_str(text)
+    }
+    fn clear_line(&self) -> io::Result<()> {
+        self.0.clear_line()
+    }
+    fn flush(&self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
 /// A progress style from a template known to be valid.
 fn style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template).expect("a valid template")
@@ -2056,8 +2100,16 @@ impl Report {
     /// A report, with a live status shown if `live` and on a terminal and not quiet.
     fn new(settings: &Settings, live: bool) -> Report {
         let shown = live && !settings.quiet && io::stderr().is_terminal();
-        let target = if shown { ProgressDrawTarget::stderr_with_hz(5) } else { ProgressDrawTarget::hidden() };
+        let narrower = Box::new(Narrower(console::Term::buffered_stderr()));
+        let target = if shown {
+            ProgressDrawTarget::term_like_with_hz(narrower, 5)
+        } else {
+            ProgressDrawTarget::hidden()
+        };
         let multi = MultiProgress::with_draw_target(target);
+        if shown {
+            *lock(&LIVE) = Some(multi.clone());
+        }
         let totals = style("{prefix} {binary_bytes} received at {binary_bytes_per_sec}");
         let totals = multi.add(ProgressBar::no_length().with_style(totals));
         let (started, quiet) = (Instant::now(), settings.quiet);
@@ -2252,9 +2304,6 @@ exit, quit      stop the node (so does the end of input)";
 static PROMPT: AtomicBool = AtomicBool::new(false);
 /// Set by Ctrl-C on the shell's terminal since its last prompt.
 static CTRL_C: AtomicBool = AtomicBool::new(false);
-/// The shell's terminal as it was before line editing: a signal that ends the program
-/// restores it, or the person would be left typing blind.
-static TERMINAL: std::sync::OnceLock<libc::termios> = std::sync::OnceLock::new();
 
 /// The textbook's interface to a serving node: commands until `exit` or the end of input,
 /// with a prompt and line editing on a terminal; true if every command succeeded.
@@ -2354,6 +2403,9 @@ const MAX_URL_LEN: usize = 512;
 /// Prefix of a client's temporary file where the file system has no O_TMPFILE.
 const PART_PREFIX: &str = ".tinyp2p-";
 
+/// The shell's terminal as it was before line editing: a signal that ends the program
+/// restores it, or the person would be left typing blind.
+static TERMINAL: std::sync::OnceLock<libc::termios> = std::sync::OnceLock::new();
 /// The `.part` files in use (where there is no O_TMPFILE): removed on Ctrl-C and SIGTERM.
 static PARTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
@@ -2548,21 +2600,40 @@ fn watch_signals() {
             }
             if signal == libc::SIGINT && PROMPT.load(Relaxed) {
                 CTRL_C.store(true, Relaxed);
-                continue;
+            } else {
+                end_on(signal);
             }
-            remove_parts();
-            if let Some(terminal) = TERMINAL.get() {
-                // SAFETY: restores standard input's terminal to a state read from it, and
-                // turns off the bracketed paste line editing turns on at the prompt.
-                unsafe {
-                    libc::tcsetattr(0, libc::TCSANOW, terminal);
-                    libc::write(1, c"\x1b[?2004l".as_ptr().cast(), 8);
-                }
-            }
-            // SAFETY: ends the process at once; every line printed was written whole already.
-            unsafe { libc::_exit(128 + signal) };
         }
     });
+}
+
+/// Ends the program on a signal: unfinished `.part` files removed, the terminal restored
+/// and the live status cleared.
+fn end_on(signal: i32) -> ! {
+    remove_parts();
+    if let Some(terminal) = TERMINAL.get() {
+        // SAFETY: restores standard input's terminal to a state read from it, and turns off
+        // the bracketed paste line editing turns on at the prompt.
+        unsafe {
+            libc::tcsetattr(0, libc::TCSANOW, terminal);
+            libc::write(1, c"\x1b[?2004l".as_ptr().cast(), 8);
+        }
+    }
+    let code = 128 + signal;
+    if let Some(live) = lock(&LIVE).take() {
+        // cleared, and the program ends before a download can draw it again; waited for
+        // briefly only, as a draw to a terminal stopped by Ctrl-S holds it
+        std::thread::spawn(move || live.suspend(|| end(code)));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    end(code)
+}
+
+/// Ends the process at once with status `code`.
+fn end(code: i32) -> ! {
+    // SAFETY: _exit runs no destructors or atexit handlers; every line printed was written
+    // whole already.
+    unsafe { libc::_exit(code) }
 }
 
 /// Removes the `.part` files in use as the program ends, and keeps PARTS locked to the

@@ -9,6 +9,7 @@ terminal (so Ctrl-C, written as \\x03, is a SIGINT), with a window of R rows and
 
     --expect TEXT   wait until TEXT appears in the output after what the last --expect found
     --send TEXT     type TEXT (backslash escapes: \\r is Enter, \\x03 Ctrl-C, \\x04 Ctrl-D)
+    --signal NAME   send the command the signal NAME (INT, TERM, ...), as `kill` would
 
 Then the driver reads until the command closes the terminal and exits. It prints all the
 command wrote, byte for byte, on its own standard output, and, with --screen, writes to
@@ -134,8 +135,8 @@ class Screen:
                 self.newline()
             elif b == 0x08:
                 self.col, self.wrap_pending = max(0, self.col - 1), False
-            elif b == 0x07:
-                pass
+            elif b < 0x20:
+                pass  # other controls (a bell, a ^C echoed raw) write nothing
             else:
                 for ch in self.decoder.decode(bytes([b])):
                     self.put(ch)
@@ -166,6 +167,8 @@ def main(argv):
             steps.append(("expect", value.encode("utf-8")))
         elif flag == "--send":
             steps.append(("send", unescape(value)))
+        elif flag == "--signal":
+            steps.append(("signal", getattr(signal, "SIG" + value)))
         else:
             sys.exit("terminal.py: unknown option %s" % flag)
         i += 2
@@ -212,6 +215,9 @@ def main(argv):
     for kind, value in steps:
         if kind == "send":
             os.write(master, value)
+            continue
+        if kind == "signal":
+            os.kill(pid, value)
             continue
         while why is None:
             at = output.find(value, found)

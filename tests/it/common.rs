@@ -295,6 +295,8 @@ pub enum Key<'a> {
     Expect(&'a str),
     /// Type this, as is: "\r" is Enter, "\x03" Ctrl-C, "\x04" Ctrl-D.
     Send(&'a str),
+    /// Send the command this signal, as `kill` would: "INT", "TERM".
+    Signal(&'a str),
 }
 
 /// What a command run in a pseudo-terminal left.
@@ -330,6 +332,7 @@ pub fn terminal(dir: &Path, envs: &[(&str, &str)], keys: &[Key], program: &[&str
         match key {
             Key::Expect(text) => cmd.args(["--expect", text]),
             Key::Send(text) => cmd.args(["--send", &text.replace('\\', "\\\\")]),
+            Key::Signal(name) => cmd.args(["--signal", name]),
         };
     }
     cmd.arg("--").args(program).current_dir(dir).envs(envs.iter().copied());

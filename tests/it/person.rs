@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use regex::Regex;
 
-use crate::common::{self, Fake, Node, Reply, Run, TempDir};
+use crate::common::{self, Fake, Key, Node, Reply, Run, TempDir};
 
 /// The password of the nodes these tests start.
 const PW: &str = "person-pw";
@@ -198,6 +198,28 @@ mod progress {
         let fetched = fetched_line(&name, big.len(), &node.url);
         assert!(screen.concat().starts_with(&fetched), "{}", shown.screen);
         assert!(screen.last().unwrap().starts_with("done: 1 fetched"), "{}", shown.screen);
+    }
+
+    #[test]
+    fn a_signal_that_ends_a_download_clears_the_display_and_leaves_nothing_partial() {
+        let fake = Fake::start(|mode, own| match mode {
+            0 => Reply::Value(common::xml_strings(&[own])),
+            1 => Reply::Value(common::xml_listing(&["endless.bin"])),
+            _ => Reply::Trickle(1 << 30),
+        });
+        // by `kill`, and Ctrl-C typed (which the terminal echoes as `^C`, under the display)
+        let ends = [(Key::Signal("INT"), 130), (Key::Signal("TERM"), 143), (Key::Signal("HUP"), 129)];
+        for (end, status) in ends.into_iter().chain([(Key::Send("\x03"), 130)]) {
+            let dir = TempDir::new();
+            let program = [common::bin(), PW, "client", fake.url.as_str(), "."];
+            let keys = [Key::Expect("\"endless.bin\""), Key::Expect("received at"), end];
+            let shown = common::terminal(dir.path(), &[], &keys, &program);
+            assert_eq!(shown.status, Some(status), "{}", shown.dump());
+            for line in lines(&shown.screen) {
+                assert!(!line.contains("received at") && !line.ends_with('%'), "{status}: left {line:?}");
+            }
+            assert!(dir.names().is_empty(), "{status}: left {:?}", dir.names());
+        }
     }
 
     #[test]

@@ -478,6 +478,9 @@ print(at_prompt, flags(), status, paste_off)
             shown.dump()
         );
         assert!(screen.contains(&"tinyp2p> peers"), "{}", shown.dump());
+        for line in &screen {
+            assert!(!line.contains("received at") && !line.ends_with('%'), "left on screen: {line:?}");
+        }
         assert_eq!(dir.names(), ["mine.txt"], "something partial was left");
     }
 
