@@ -1671,11 +1671,22 @@ fn join(node: &Node) {
     }
 }
 
-/// Sends our peer list to `url` and merges the list it answers; warns if that fails.
+/// Sends our peer list to `url` and merges the list it answers; warns if that fails. A peer
+/// named by another spelling of its address is called by its own, which replaces it.
 fn introduce(node: &Node, url: &str) {
-    let offer = lock(&node.peers).to_value();
-    match node.caller.call(url, 0, offer).and_then(|answer| strings(&answer, url)) {
-        Ok(urls) => lock(&node.peers).merge(urls.iter().map(String::as_str)),
+    // without the peer's own URL: a spelling it refuses must not spread
+    let peers =
+        lock(&node.peers).list.iter().filter(|u| *u != url).map(|u| Value::from(u.as_str())).collect();
+    let answer = node.caller.offer_by_any_name(url, Value::Array(peers));
+    match answer.and_then(|(by, answer)| Ok((strings(&answer, &by)?, by))) {
+        Ok((urls, by)) => {
+            let mut peers = lock(&node.peers);
+            if by != url {
+                peers.remove(url);
+                node.note(error_line(format_args!("note: the peer {url} goes by {by}; using that")));
+            }
+            peers.merge(urls.iter().map(String::as_str).chain([by.as_str()]));
+        }
         Err(e) => node.note(error_line(format_args!("warning: cannot join: {e:#}"))),
     }
 }
@@ -1833,23 +1844,29 @@ impl Caller {
         })
     }
 
-    /// The peer list of the node a person named. Its token is taken over `http://HOST:PORT`
-    /// and, if the node refuses it, over other spellings of that address.
+    /// The peer list of the node a person named.
     fn entry_peers(&self, url: &str, report: &Report) -> Result<Vec<String>> {
-        let answer = self.call(url, 0, Value::Array(vec![]))?;
+        let (by, answer) = self.offer_by_any_name(url, Value::Array(vec![]))?;
+        if by != url && !report.quiet {
+            report.line(true, error_line(format!("note: the node at {url} goes by {by}; using that")));
+        }
+        self.peer_list(&by, &answer, report)
+    }
+
+    /// Offers `peers` to a node (mode 0): the URL it answered by, and its answer. Its token is
+    /// taken over `http://HOST:PORT` and, if the node refuses it, over the other spellings of
+    /// that address (a node started as `127.0.0.1` refuses `localhost`).
+    fn offer_by_any_name(&self, url: &str, peers: Value) -> Result<(String, Value)> {
+        let answer = self.call(url, 0, peers.clone())?;
         if answer != Value::Bool(false) {
-            return self.peer_list(url, &answer, report);
+            return Ok((url.to_string(), answer));
         }
         let others = spellings(node_base(url));
         for other in &others {
-            if let Ok(answer) = self.call(other, 0, Value::Array(vec![]))
+            if let Ok(answer) = self.call(other, 0, peers.clone())
                 && answer != Value::Bool(false)
             {
-                if !report.quiet {
-                    let note = format!("note: the node at {url} goes by {other}; using that");
-                    report.line(true, error_line(note));
-                }
-                return self.peer_list(other, &answer, report);
+                return Ok((other.clone(), answer));
             }
         }
         let tried =

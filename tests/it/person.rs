@@ -317,6 +317,31 @@ mod urls {
     }
 
     #[test]
+    fn a_peer_named_by_localhost_is_joined_by_the_url_it_goes_by_which_replaces_it() {
+        for kind in ["rust", "python"] {
+            let dir_a = TempDir::new();
+            dir_a.write("a.txt", b"a\n");
+            let a = if kind == "rust" {
+                Node::rust(PW, dir_a.path(), &[])
+            } else {
+                Node::python(PW, dir_a.path(), &[])
+            };
+            let typed = format!("http://localhost:{}", a.port());
+            let (_dir_b, b) = node_sharing(&[("b.txt", b"b\n")], &[&typed]);
+            let both = BTreeSet::from([a.url.clone(), b.url.clone()]);
+            let listed = |node: &Node| node.peers(PW).into_iter().collect::<BTreeSet<String>>();
+            let joined =
+                common::eventually(common::START_DEADLINE, || listed(&a) == both && listed(&b) == both);
+            assert!(joined, "{kind}: {:?} and {:?}, not {both:?}", listed(&a), listed(&b));
+            let note = format!("tinyp2p: note: the peer {typed} goes by {}; using that", a.url);
+            log_with(&b, &note);
+            let run = tinyp2p(TempDir::new().path(), &[PW, "list", &b.url]);
+            assert_eq!(run.status.code(), Some(0), "{kind}: {}", run.stderr);
+            assert_eq!(lines(&run.stdout).last(), Some(&"2 names on 2 nodes"), "{kind}");
+        }
+    }
+
+    #[test]
     fn a_trailing_slash_or_rpc2_is_not_part_of_the_node_url_and_needs_no_note() {
         let (_shared, node) = node_sharing(&[("hello.txt", HELLO)], &[]);
         for typed in [format!("{}/", node.url), format!("{}/RPC2", node.url)] {
