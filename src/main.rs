@@ -229,16 +229,23 @@ fn env_number(name: &str, default: f64, min: f64, max: f64) -> Result<f64, Usage
 
 /// Text on one line with everything a terminal would hide or act on (control characters,
 /// bidi and invisible formatting) escaped, so that what a person reads is what is there.
-/// Quotes and backslashes stay as they are, and so does a combining mark after a character
-/// (a decomposed é, as macOS writes names, reads é).
+/// Quotes and backslashes stay as they are, and so do up to two accents after a character
+/// shown as it is (a decomposed é, as macOS writes names, reads é).
 fn printable(text: &str) -> String {
-    // str's escape_debug (which escapes a combining mark only where it begins the text), but
-    // for the quote or backslash each piece ends with
-    let piece = |p: &str| {
-        let (body, end) = p.split_at(p.len() - usize::from(p.ends_with(['"', '\'', '\\'])));
-        format!("{}{end}", body.escape_debug())
-    };
-    text.split_inclusive(['"', '\'', '\\']).map(piece).collect()
+    let (mut out, mut shown, mut accents) = (String::with_capacity(text.len()), false, 0);
+    for c in text.chars() {
+        // U+0300 to U+036F, but for the invisible combining grapheme joiner
+        if matches!(c, '\u{300}'..='\u{36F}') && c != '\u{34F}' && shown && accents < 2 {
+            out.push(c);
+            accents += 1;
+            continue;
+        }
+        let escaped = c.escape_debug();
+        shown = escaped.len() == 1; // not escaped: an accent may follow it as it is
+        accents = 0;
+        if shown || matches!(c, '"' | '\'' | '\\') { out.push(c) } else { out.extend(escaped) }
+    }
+    out
 }
 
 /// An I/O error in words, without the `(os error N)` a person has no use for.
@@ -968,9 +975,9 @@ fn serve(caller: Caller, host: &str, port: u16, peers: &[String], shell: bool) -
     let (names, left_out) = scan().context("cannot list this folder")?;
     Pool::start(&node, listener)?;
     let (joined, join_done) = mpsc::channel();
-    let joiner = node.clone();
+    let (joiner, given) = (node.clone(), peers.to_vec());
     std::thread::spawn(move || {
-        join(&joiner);
+        join(&joiner, &given);
         let _ = joined.send(());
     });
     // Serving already; the join goes on in the background, and most joins are done by now.
@@ -1427,8 +1434,12 @@ impl Pool {
                     }
                     // a bug in one answer costs that answer (the hook prints it), not the worker
                     let _ = std::panic::catch_unwind(AssertUnwindSafe(|| handle(&self.node, request)));
-                    if self.free.fetch_add(1, Relaxed) >= MIN_WORKERS {
-                        break;
+                    // free again, unless enough are: then it leaves (decided in one step, so
+                    // that a worker counted free is one)
+                    let again = |n: usize| (n < MIN_WORKERS).then_some(n + 1);
+                    if self.free.fetch_update(Relaxed, Relaxed, again).is_err() {
+                        self.workers.fetch_sub(1, Relaxed);
+                        return;
                     }
                 }
                 Ok(None) if self.retired.load(Relaxed) && lock(&self.last).elapsed() > quiet => break,
@@ -1658,9 +1669,15 @@ const PROBES: usize = 32;
 const MOST_PROBES: usize = 128;
 
 /// Introduces this node to every node reachable from its peers, as the original's walk
-/// over the growing list did, but in waves of parallel calls, each peer tried once.
-fn join(node: &Node) {
-    let mut tried = HashSet::from([node.url.clone()]);
+/// over the growing list did, but in waves of parallel calls, each peer tried once. The
+/// peers a person gave are settled first (see `settle`).
+fn join(node: &Node, given: &[String]) {
+    let given: Vec<String> = given.iter().filter(|url| **url != node.url).cloned().collect();
+    let settled = parallel(&given, CLIENT_WORKERS, |url| settle(node, url));
+    // a peer given that did not answer has had its warning: the walk does not try it again
+    let mut tried: HashSet<String> =
+        given.iter().zip(settled).filter(|(_, ok)| !ok).map(|(u, _)| u.clone()).collect();
+    tried.insert(node.url.clone());
     loop {
         let wave: Vec<String> =
             lock(&node.peers).list.iter().filter(|url| tried.insert(url.to_string())).cloned().collect();
@@ -1671,22 +1688,32 @@ fn join(node: &Node) {
     }
 }
 
-/// Sends our peer list to `url` and merges the list it answers; warns if that fails. A peer
-/// named by another spelling of its address is called by its own, which replaces it.
-fn introduce(node: &Node, url: &str) {
-    // without the peer's own URL: a spelling it refuses must not spread
-    let peers =
-        lock(&node.peers).list.iter().filter(|u| *u != url).map(|u| Value::from(u.as_str())).collect();
-    let answer = node.caller.offer_by_any_name(url, Value::Array(peers));
-    match answer.and_then(|(by, answer)| Ok((strings(&answer, &by)?, by))) {
+/// Offers a peer a person gave only this node, by any spelling of its address: one given
+/// as `localhost` for a node started as 127.0.0.1 is replaced by the URL it goes by, before
+/// any list holding it goes out. True if the peer answered.
+fn settle(node: &Node, url: &str) -> bool {
+    let me = Value::Array(vec![Value::from(node.url.as_str())]);
+    match node.caller.offer_by_any_name(url, me).and_then(|(by, answer)| Ok((strings(&answer, &by)?, by))) {
         Ok((urls, by)) => {
-            let mut peers = lock(&node.peers);
             if by != url {
-                peers.remove(url);
                 node.note(error_line(format_args!("note: the peer {url} goes by {by}; using that")));
+                lock(&node.peers).remove(url);
             }
-            peers.merge(urls.iter().map(String::as_str).chain([by.as_str()]));
+            lock(&node.peers).merge(urls.iter().map(String::as_str).chain([by.as_str()]));
+            true
         }
+        Err(e) => {
+            node.note(error_line(format_args!("warning: cannot join: {e:#}")));
+            false
+        }
+    }
+}
+
+/// Sends our peer list to `url` and merges the list it answers; warns if that fails.
+fn introduce(node: &Node, url: &str) {
+    let offer = lock(&node.peers).to_value();
+    match node.caller.call(url, 0, offer).and_then(|answer| strings(&answer, url)) {
+        Ok(urls) => lock(&node.peers).merge(urls.iter().map(String::as_str)),
         Err(e) => node.note(error_line(format_args!("warning: cannot join: {e:#}"))),
     }
 }
@@ -2117,11 +2144,11 @@ impl Report {
     /// A report, with a live status shown if `live` and on a terminal and not quiet.
     fn new(settings: &Settings, live: bool) -> Report {
         let shown = live && !settings.quiet && io::stderr().is_terminal();
-        let narrower = Box::new(Narrower(console::Term::buffered_stderr()));
-        let target = if shown {
-            ProgressDrawTarget::term_like_with_hz(narrower, 5)
-        } else {
-            ProgressDrawTarget::hidden()
+        let target = match shown {
+            true => {
+                ProgressDrawTarget::term_like_with_hz(Box::new(Narrower(console::Term::buffered_stderr())), 5)
+            }
+            false => ProgressDrawTarget::hidden(),
         };
         let multi = MultiProgress::with_draw_target(target);
         if shown {
@@ -2640,8 +2667,9 @@ fn end_on(signal: i32) -> ! {
     if let Some(live) = lock(&LIVE).take() {
         // cleared, and the program ends before a download can draw it again; waited for
         // briefly only, as a draw to a terminal stopped by Ctrl-S holds it
-        std::thread::spawn(move || live.suspend(|| end(code)));
-        std::thread::sleep(Duration::from_millis(100));
+        if std::thread::Builder::new().spawn(move || live.suspend(|| end(code))).is_ok() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
     end(code)
 }
@@ -2866,6 +2894,10 @@ mod tests {
         fn a_combining_mark_after_a_character_is_shown_as_it_is_and_alone_escaped() {
             assert_eq!(printable("cafe\u{301}.txt"), "cafe\u{301}.txt");
             assert_eq!(printable("\u{301}x \"\u{301}"), "\\u{301}x \"\\u{301}");
+            // invisible marks stay escaped, and so do a third accent and one after an escape
+            assert_eq!(printable("a\u{fe00}\u{34f}\u{17b4}"), "a\\u{fe00}\\u{34f}\\u{17b4}");
+            assert_eq!(printable("e\u{338}\u{338}\u{338}"), "e\u{338}\u{338}\\u{338}");
+            assert_eq!(printable("\n\u{301}"), "\\n\\u{301}");
             assert_eq!(quoted("cafe\u{301} \"q\" \\ 'a'\n"), "\"cafe\u{301} \\\"q\\\" \\\\ 'a'\\n\"");
         }
 

@@ -317,7 +317,7 @@ mod urls {
     }
 
     #[test]
-    fn a_peer_named_by_localhost_is_joined_by_the_url_it_goes_by_which_replaces_it() {
+    fn a_peer_named_by_localhost_is_joined_by_the_url_it_goes_by_and_the_spelling_spreads_nowhere() {
         for kind in ["rust", "python"] {
             let dir_a = TempDir::new();
             dir_a.write("a.txt", b"a\n");
@@ -326,18 +326,23 @@ mod urls {
             } else {
                 Node::python(PW, dir_a.path(), &[])
             };
-            let typed = format!("http://localhost:{}", a.port());
-            let (_dir_b, b) = node_sharing(&[("b.txt", b"b\n")], &[&typed]);
-            let both = BTreeSet::from([a.url.clone(), b.url.clone()]);
+            // C, a Python node, is given too, first: the join must not hand it the spelling
+            let (dir_c, typed) = (TempDir::new(), format!("http://localhost:{}", a.port()));
+            let c = Node::python(PW, dir_c.path(), &[]);
+            let (_dir_b, b) = node_sharing(&[("b.txt", b"b\n")], &[&c.url, &typed]);
+            let all = BTreeSet::from([a.url.clone(), b.url.clone(), c.url.clone()]);
             let listed = |node: &Node| node.peers(PW).into_iter().collect::<BTreeSet<String>>();
             let joined =
-                common::eventually(common::START_DEADLINE, || listed(&a) == both && listed(&b) == both);
-            assert!(joined, "{kind}: {:?} and {:?}, not {both:?}", listed(&a), listed(&b));
+                common::eventually(common::START_DEADLINE, || [&a, &b, &c].iter().all(|n| listed(n) == all));
+            let lists = [&a, &b, &c].map(listed);
+            assert!(joined, "{kind}: {lists:?}, not {all:?} each");
             let note = format!("tinyp2p: note: the peer {typed} goes by {}; using that", a.url);
             log_with(&b, &note);
-            let run = tinyp2p(TempDir::new().path(), &[PW, "list", &b.url]);
-            assert_eq!(run.status.code(), Some(0), "{kind}: {}", run.stderr);
-            assert_eq!(lines(&run.stdout).last(), Some(&"2 names on 2 nodes"), "{kind}");
+            for node in [&b, &c] {
+                let run = tinyp2p(TempDir::new().path(), &[PW, "list", &node.url]);
+                assert_eq!(run.status.code(), Some(0), "{kind}: {}", run.stderr);
+                assert_eq!(lines(&run.stdout).last(), Some(&"2 names on 3 nodes"), "{kind}");
+            }
         }
     }
 
