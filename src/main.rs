@@ -1693,28 +1693,35 @@ fn join(node: &Node, given: &[String]) {
 /// any list holding it goes out. True if the peer answered.
 fn settle(node: &Node, url: &str) -> bool {
     let me = Value::Array(vec![Value::from(node.url.as_str())]);
-    match node.caller.offer_by_any_name(url, me).and_then(|(by, answer)| Ok((strings(&answer, &by)?, by))) {
+    merge_answer(node, url, node.caller.offer_by_any_name(url, me))
+}
+
+/// Sends our peer list to `url` and merges the list it answers; warns if that fails.
+fn introduce(node: &Node, url: &str) {
+    let offer = lock(&node.peers).to_value();
+    merge_answer(node, url, node.caller.call(url, 0, offer).map(|answer| (url.to_string(), answer)));
+}
+
+/// Merges the peer list that the peer called as `url` answered by the URL `by`, which
+/// replaces `url` if it differs, or warns that the call failed; true if it answered.
+fn merge_answer(node: &Node, url: &str, answered: Result<(String, Value)>) -> bool {
+    match answered.and_then(|(by, answer)| Ok((strings(&answer, &by)?, by))) {
         Ok((urls, by)) => {
             if by != url {
                 node.note(error_line(format_args!("note: the peer {url} goes by {by}; using that")));
-                lock(&node.peers).remove(url);
             }
-            lock(&node.peers).merge(urls.iter().map(String::as_str).chain([by.as_str()]));
+            let mut peers = lock(&node.peers);
+            peers.merge(urls.iter().map(String::as_str));
+            if by != url {
+                peers.remove(url);
+                peers.merge([by.as_str()]);
+            }
             true
         }
         Err(e) => {
             node.note(error_line(format_args!("warning: cannot join: {e:#}")));
             false
         }
-    }
-}
-
-/// Sends our peer list to `url` and merges the list it answers; warns if that fails.
-fn introduce(node: &Node, url: &str) {
-    let offer = lock(&node.peers).to_value();
-    match node.caller.call(url, 0, offer).and_then(|answer| strings(&answer, url)) {
-        Ok(urls) => lock(&node.peers).merge(urls.iter().map(String::as_str)),
-        Err(e) => node.note(error_line(format_args!("warning: cannot join: {e:#}"))),
     }
 }
 
