@@ -2150,7 +2150,9 @@ fn style(template: &str) -> ProgressStyle {
 impl Report {
     /// A report, with a live status shown if `live` and on a terminal and not quiet.
     fn new(settings: &Settings, live: bool) -> Report {
-        let shown = live && !settings.quiet && io::stderr().is_terminal();
+        // a terminal that cannot move its cursor (Emacs's shell) would show the redraws as garbage
+        let dumb = matches!(std::env::var("TERM").as_deref(), Ok("dumb" | "emacs"));
+        let shown = live && !settings.quiet && io::stderr().is_terminal() && !dumb;
         let target = match shown {
             true => {
                 ProgressDrawTarget::term_like_with_hz(Box::new(Narrower(console::Term::buffered_stderr())), 5)

@@ -275,6 +275,21 @@ mod progress {
     }
 
     #[test]
+    fn a_terminal_that_cannot_move_its_cursor_gets_plain_lines_and_no_display() {
+        let (_shared, node, big) = node_with_big_file(2 << 20);
+        for term in ["dumb", "emacs"] {
+            let dir = TempDir::new();
+            let program = [common::bin(), PW, "client", &node.url, "."];
+            let shown = common::terminal(dir.path(), &[("TERM", term)], &[], &program);
+            assert_eq!(shown.status, Some(0), "TERM={term}: {}", shown.dump());
+            assert_all_arrived(&dir, &big);
+            assert!(!shown.raw.contains('\x1b'), "TERM={term}: terminal codes: {:?}", shown.raw);
+            let want = fetched_line("big.bin", big.len(), &node.url);
+            assert!(lines(&shown.screen).contains(&want.as_str()), "TERM={term}: {}", shown.dump());
+        }
+    }
+
+    #[test]
     fn stderr_into_a_file_gets_no_display_even_with_stdout_on_a_terminal() {
         let (_shared, node, big) = node_with_big_file(2 << 20);
         let dir = TempDir::new();
