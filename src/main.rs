@@ -2153,14 +2153,10 @@ impl Report {
         // a terminal that cannot move its cursor (Emacs's shell) would show the redraws as garbage
         let dumb = matches!(std::env::var("TERM").as_deref(), Ok("dumb" | "emacs"));
         let shown = live && !settings.quiet && io::stderr().is_terminal() && !dumb;
-        let target = match shown {
-            true => {
-                ProgressDrawTarget::term_like_with_hz(Box::new(Narrower(console::Term::buffered_stderr())), 5)
-            }
-            false => ProgressDrawTarget::hidden(),
-        };
-        let multi = MultiProgress::with_draw_target(target);
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::hidden());
         if shown {
+            let stderr = Narrower(console::Term::buffered_stderr());
+            multi.set_draw_target(ProgressDrawTarget::term_like_with_hz(Box::new(stderr), 5));
             *lock(&LIVE) = Some(multi.clone());
         }
         let totals = style("{prefix} {binary_bytes} received at {binary_bytes_per_sec}");
