@@ -300,16 +300,12 @@ fn token(password: &[u8], url: &str) -> String {
     mac(password, url).finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Whether `token` is this URL's token, compared in constant time.
+/// Whether `token` is this URL's token, as the original compared them: as strings, so
+/// uppercase hex is a wrong token. In constant time: what is compared is the MACs of the
+/// two strings, which differ everywhere however alike the strings are.
 fn token_ok(password: &[u8], url: &str, token: &str) -> bool {
-    let hex = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None, // the original compared strings, so uppercase hex is a wrong token
-    };
-    let bytes: Option<Vec<u8>> =
-        token.as_bytes().chunks(2).map(|p| Some(hex(p[0])? << 4 | hex(*p.get(1)?)?)).collect();
-    bytes.is_some_and(|b| mac(password, url).verify_slice(&b).is_ok())
+    let given = mac(password, token).finalize().into_bytes();
+    mac(password, &crate::token(password, url)).verify_slice(&given).is_ok()
 }
 
 // ================================================================ XML-RPC codec
