@@ -1874,13 +1874,19 @@ impl Caller {
         })
     }
 
-    /// The peer list of the node a person named.
+    /// The peer list of the node a person named, cut at MAX_PEERS.
     fn entry_peers(&self, url: &str, report: &Report) -> Result<Vec<String>> {
         let (by, answer) = self.offer_by_any_name(url, Value::Array(vec![]))?;
         if by != url && !report.quiet {
             report.line(true, error_line(format!("note: the node at {url} goes by {by}; using that")));
         }
-        self.peer_list(&by, &answer, report)
+        let mut peers = strings(&answer, &by)?;
+        if peers.len() > MAX_PEERS {
+            let warning = format!("warning: {by} listed {} peers; using the first {MAX_PEERS}", peers.len());
+            report.line(true, error_line(warning));
+            peers.truncate(MAX_PEERS);
+        }
+        Ok(peers)
     }
 
     /// Offers `peers` to a node (mode 0): the URL it answered by, and its answer. Its token is
@@ -1906,17 +1912,6 @@ impl Caller {
              and to the URL the node was started as",
             node_base(url)
         )
-    }
-
-    /// The peer list in a mode-0 answer of `url`, cut at MAX_PEERS.
-    fn peer_list(&self, url: &str, answer: &Value, report: &Report) -> Result<Vec<String>> {
-        let mut peers = strings(answer, url)?;
-        if peers.len() > MAX_PEERS {
-            let warning = format!("warning: {url} listed {} peers; using the first {MAX_PEERS}", peers.len());
-            report.line(true, error_line(warning));
-            peers.truncate(MAX_PEERS);
-        }
-        Ok(peers)
     }
 
     /// The names a peer lists for `pattern` (its answer `[[names]]`).
