@@ -2410,13 +2410,7 @@ fn read_command(editor: &mut Option<rustyline::DefaultEditor>) -> Option<String>
 /// that Ctrl-C gives the prompt back at once, even while a node sends nothing (the run
 /// then stops at its next read, unheard); true if it went well.
 fn look_or_fetch(node: &Node, pattern: &str, list: bool) -> bool {
-    let regex = match compile_regex(pattern) {
-        Ok(regex) => regex,
-        Err(why) => {
-            say_err(error_line(why));
-            return false;
-        }
-    };
+    let Ok(regex) = compile_regex(pattern).inspect_err(|why| say_err(error_line(why))) else { return false };
     let report = Arc::new(Report::new(&node.caller.settings, !list));
     let (caller, url, run) = (node.caller.clone(), node.url.clone(), report.clone());
     let (done, outcome) = mpsc::channel();
