@@ -130,10 +130,7 @@ fn main() -> ExitCode {
         }
     }));
     watch_signals();
-    let ok = run(cli, settings).unwrap_or_else(|e| {
-        say_err(error_line(format_args!("{e:#}")));
-        false
-    });
+    let ok = run(cli, settings).inspect_err(|e| say_err(error_line(format_args!("{e:#}")))).unwrap_or(false);
     remove_parts();
     if ok && !OUTPUT_LOST.load(Relaxed) { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
@@ -2256,10 +2253,7 @@ fn client(caller: &Caller, url: &str, regex: &Regex, list: bool, report: &Report
 fn gather(peers: &[String], listings: Vec<Result<Vec<String>>>, regex: &Regex, report: &Report) -> Offers {
     let mut offers = Offers::new();
     for (p, listing) in listings.into_iter().enumerate() {
-        let names = listing.unwrap_or_else(|e| {
-            report.failed(true, format!("{e:#}"));
-            Vec::new()
-        });
+        let names = listing.inspect_err(|e| report.failed(true, format!("{e:#}"))).unwrap_or_default();
         for name in names {
             if !plain_name(&name) || is_part(&name) || !regex.is_match(&name) {
                 let why = format!("node {} offered the name {}, which is refused", peers[p], quoted(&name));
@@ -2422,10 +2416,7 @@ fn look_or_fetch(node: &Node, pattern: &str, list: bool) -> bool {
             Err(_) => {}
         }
     };
-    outcome.unwrap_or_else(|e| {
-        say_err(error_line(format_args!("{e:#}")));
-        false
-    })
+    outcome.inspect_err(|e| say_err(error_line(format_args!("{e:#}")))).unwrap_or(false)
 }
 
 // ================================================================ files and signals
