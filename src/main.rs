@@ -6,7 +6,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::ffi::{CString, OsString};
+use std::ffi::OsString;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufWriter, Cursor, IsTerminal, Read, Seek, Write};
@@ -25,6 +25,12 @@ use hmac::{Hmac, KeyInit, Mac};
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 use md5::Md5;
 use memchr::{memchr, memchr_iter, memchr2, memchr3_iter, memmem};
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, AtFlags, RenameFlags, renameat2};
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::termios::tcgetattr;
+use nix::unistd::{Pid, linkat};
 use regex::{Regex, RegexBuilder};
 use tiny_http::{Header, Method, Request, Response};
 use unicode_width::UnicodeWidthStr;
@@ -2345,10 +2351,10 @@ fn run_shell(node: &Node) -> Result<bool> {
     *lock(&node.log) = Some(VecDeque::new());
     let mut editor = if io::stdin().is_terminal() { Some(rustyline::DefaultEditor::new()?) } else { None };
     PROMPT.store(editor.is_some(), Relaxed);
-    // SAFETY: tcgetattr fills a termios for standard input, a terminal here.
-    let mut terminal: libc::termios = unsafe { std::mem::zeroed() };
-    if editor.is_some() && unsafe { libc::tcgetattr(0, &mut terminal) } == 0 {
-        let _ = TERMINAL.set(terminal);
+    if editor.is_some()
+        && let Ok(terminal) = tcgetattr(io::stdin())
+    {
+        let _ = TERMINAL.set(terminal.into());
     }
     let mut ok = true;
     while let Some(line) = read_command(&mut editor) {
@@ -2560,20 +2566,13 @@ impl Drop for Part {
 
 /// Links an O_TMPFILE file to `name`: the way open(2) documents, through /proc.
 fn link_unnamed(file: &File, name: &str) -> io::Result<()> {
-    let (from, to) = (CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?, CString::new(name)?);
-    let (here, follow) = (libc::AT_FDCWD, libc::AT_SYMLINK_FOLLOW);
-    // SAFETY: both are valid NUL-terminated strings that outlive the call.
-    let rc = unsafe { libc::linkat(here, from.as_ptr(), here, to.as_ptr(), follow) };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    let from = format!("/proc/self/fd/{}", file.as_raw_fd());
+    Ok(linkat(AT_FDCWD, from.as_str(), AT_FDCWD, name, AtFlags::AT_SYMLINK_FOLLOW)?)
 }
 
 /// Renames `from` to `to` unless `to` exists (RENAME_NOREPLACE).
 fn rename_new(from: &str, to: &str) -> io::Result<()> {
-    let (from, to) = (CString::new(from)?, CString::new(to)?);
-    let (here, flags) = (libc::AT_FDCWD, libc::RENAME_NOREPLACE);
-    // SAFETY: both are valid NUL-terminated strings that outlive the call.
-    let rc = unsafe { libc::renameat2(here, from.as_ptr(), here, to.as_ptr(), flags) };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    Ok(renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE)?)
 }
 
 /// This machine's name: part files carry it, since on a shared file system (NFS, SMB)
@@ -2592,9 +2591,8 @@ fn clean_stale_parts() {
         // PID-N, as Part::create names them
         let owner = name.strip_prefix(&mine).and_then(|rest| rest.strip_suffix(".part"));
         let pid = owner.and_then(|owner| owner.rsplit_once('-')).and_then(|(pid, _)| pid.parse::<i32>().ok());
-        // SAFETY: kill with signal 0 only asks whether the process exists.
-        let gone = pid.is_some_and(|pid| pid > 0 && unsafe { libc::kill(pid, 0) } != 0)
-            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        // kill with no signal only asks whether the process exists
+        let gone = pid.is_some_and(|pid| pid > 0 && kill(Pid::from_raw(pid), None) == Err(Errno::ESRCH));
         if gone {
             let _ = fs::remove_file(&name);
         }
@@ -2605,28 +2603,17 @@ fn clean_stale_parts() {
 /// or `fetch` interrupts it; otherwise unfinished `.part` files are removed and the
 /// program ends (128 + the signal, as shells report it).
 fn watch_signals() {
-    // SAFETY: a sigset_t filled by sigemptyset/sigaddset, and this thread's mask, which
-    // every thread started later inherits, so the signals reach only `sigwait` below.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaddset(&mut set, signal);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
+    // blocked in this thread's mask, which every thread started later inherits, so the
+    // signals reach only `wait` below
+    let set = SigSet::from_iter([Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP]);
+    let _ = set.thread_block();
     std::thread::spawn(move || {
         loop {
-            let mut signal = 0;
-            // SAFETY: waits for one of the signals in a valid set.
-            if unsafe { libc::sigwait(&set, &mut signal) } != 0 {
-                continue;
-            }
-            if signal == libc::SIGINT && PROMPT.load(Relaxed) {
+            let Ok(signal) = set.wait() else { continue };
+            if signal == Signal::SIGINT && PROMPT.load(Relaxed) {
                 CTRL_C.store(true, Relaxed);
             } else {
-                end_on(signal);
+                end_on(signal as i32);
             }
         }
     });
@@ -2680,13 +2667,8 @@ fn ignore_file_size_signal() {
 /// Raises the soft limit on open descriptors to the hard one: each connection costs a node
 /// two, and a client's count is what should run out, not the node's.
 fn raise_fd_limit() {
-    // SAFETY: getrlimit fills a valid rlimit, which setrlimit then reads.
-    unsafe {
-        let mut limit: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
 }
 
