@@ -2244,12 +2244,9 @@ fn client(caller: &Caller, url: &str, regex: &Regex, list: bool, report: &Report
     report.count(|c| c.to_fetch = jobs.len());
     parallel(&jobs, CLIENT_WORKERS, |job| fetch(caller, &peers, job, report));
     Ok(report.finish(|c| {
-        let dead = match c.unreachable {
-            0 => String::new(),
-            n => format!(", {n} of {} nodes unreachable", peers.len()),
-        };
+        let (f, s, e, n) = (c.fetched, c.skipped, c.failed, c.unreachable);
+        let dead = if n > 0 { format!(", {n} of {} nodes unreachable", peers.len()) } else { String::new() };
         let (secs, bytes) = (report.started.elapsed().as_secs_f64(), HumanBytes(c.bytes));
-        let (f, s, e) = (c.fetched, c.skipped, c.failed);
         format!("done: {f} fetched, {s} skipped, {e} failed{dead}; {bytes} in {secs:.2} s")
     }))
 }
@@ -2302,10 +2299,8 @@ fn show(peers: &[String], offers: &Offers, report: &Report) -> bool {
         report.line(false, format!("{name}{:pad$}  {}", "", nodes.join(", ")));
     }
     report.finish(|c| {
-        let dead = match c.unreachable {
-            0 => String::new(),
-            n => format!(", {n} did not answer"),
-        };
+        let n = c.unreachable;
+        let dead = if n > 0 { format!(", {n} did not answer") } else { String::new() };
         format!("{} on {}{dead}", plural(offers.len(), "name"), plural(peers.len(), "node"))
     })
 }
