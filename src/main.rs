@@ -1470,11 +1470,7 @@ impl Pool {
             let due = busy || tick % nudge_every == 0;
             if queued.is_zero() && due {
                 // one after another, until one is taken up at once
-                for _ in 0..NUDGES {
-                    if nudge(&self.listener) {
-                        break;
-                    }
-                }
+                (0..NUDGES).any(|_| nudge(&self.listener));
             }
             if tick % 50 == 0 {
                 // SAFETY: malloc_trim only releases free memory of the C allocator.
