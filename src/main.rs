@@ -2525,11 +2525,7 @@ impl Part {
         let Some(mut target) = create_listed(OpenOptions::new().write(true), name)? else { return Ok(false) };
         let copied = self.file.rewind().and_then(|()| io::copy(&mut self.file, &mut target));
         lock(&PARTS).retain(|part| part != name);
-        if let Err(e) = copied {
-            let _ = fs::remove_file(name);
-            return Err(e);
-        }
-        Ok(true)
+        copied.inspect_err(|_| drop(fs::remove_file(name))).map(|_| true)
     }
 }
 
