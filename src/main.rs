@@ -1819,11 +1819,9 @@ impl Caller {
     /// Posts an XML-RPC body to a node; the body of its answer, which must be a 200. With
     /// `whole`, the answer must arrive within the deadline.
     fn send(&self, url: &str, body: &[u8], whole: bool) -> Result<ureq::Body> {
-        let mut post = self.agent.post(endpoint(url));
-        if whole {
-            post = post.config().timeout_global(Some(self.deadline)).build();
-        }
-        let answer = post.header("Content-Type", "text/xml").send(body).map_err(|e| self.plain(url, e))?;
+        let post = self.agent.post(endpoint(url)).config().timeout_global(whole.then_some(self.deadline));
+        let answer =
+            post.build().header("Content-Type", "text/xml").send(body).map_err(|e| self.plain(url, e))?;
         match answer.status().as_u16() {
             200 => Ok(answer.into_body()),
             code @ 300..400 => bail!("node {url} answered HTTP {code}, a redirect, which is not followed"),
