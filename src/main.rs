@@ -2090,16 +2090,17 @@ struct Counts {
 /// clears it.
 static LIVE: Mutex<Option<MultiProgress>> = Mutex::new(None);
 
-/// Standard error as the live status draws on it, two columns narrower than it is: a status
-/// that filled its lines to the last column, as indicatif does, would leave the cursor waiting
-/// to wrap, and the `^C` a terminal echoes would then start a new line under it, from which
-/// the status could not be cleared.
+/// Standard error as the live status draws on it, each draw ended with a carriage return.
+/// indicatif pads every status line to the last column and lets the terminal wrap it, which
+/// leaves the cursor waiting there to wrap: the `^C` a terminal echoes would then start a
+/// new line under the status, from which it could not be cleared; back at the first column,
+/// the echo only overwrites the status.
 #[derive(Debug)]
-struct Narrower(console::Term);
+struct Stderr(console::Term);
 
-impl TermLike for Narrower {
+impl TermLike for Stderr {
     fn width(&self) -> u16 {
-        self.0.size().1.saturating_sub(2).max(1)
+        self.0.size().1
     }
     fn height(&self) -> u16 {
         self.0.size().0
@@ -2126,6 +2127,7 @@ impl TermLike for Narrower {
         self.0.clear_line()
     }
     fn flush(&self) -> io::Result<()> {
+        self.0.write_str("\r")?;
         self.0.flush()
     }
 }
@@ -2143,7 +2145,7 @@ impl Report {
         let shown = live && !settings.quiet && io::stderr().is_terminal() && !dumb;
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::hidden());
         if shown {
-            let stderr = Narrower(console::Term::buffered_stderr());
+            let stderr = Stderr(console::Term::buffered_stderr());
             multi.set_draw_target(ProgressDrawTarget::term_like_with_hz(Box::new(stderr), 5));
             *lock(&LIVE) = Some(multi.clone());
         }

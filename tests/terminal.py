@@ -10,6 +10,8 @@ terminal (so Ctrl-C, written as \\x03, is a SIGINT), with a window of R rows and
     --expect TEXT   wait until TEXT appears in the output after what the last --expect found
     --send TEXT     type TEXT (backslash escapes: \\r is Enter, \\x03 Ctrl-C, \\x04 Ctrl-D)
     --signal NAME   send the command the signal NAME (INT, TERM, ...), as `kill` would
+    --snapshot FILE once the command has written nothing for 50 ms, write to FILE the text a
+                    person reads on the terminal then (as --screen does at the end)
 
 Then the driver reads until the command closes the terminal and exits. It prints all the
 command wrote, byte for byte, on its own standard output, and, with --screen, writes to
@@ -169,6 +171,8 @@ def main(argv):
             steps.append(("send", unescape(value)))
         elif flag == "--signal":
             steps.append(("signal", getattr(signal, "SIG" + value)))
+        elif flag == "--snapshot":
+            steps.append(("snapshot", value))
         else:
             sys.exit("terminal.py: unknown option %s" % flag)
         i += 2
@@ -218,6 +222,12 @@ def main(argv):
             continue
         if kind == "signal":
             os.kill(pid, value)
+            continue
+        if kind == "snapshot":
+            while not closed and left() > 0 and read_some(min(0.05, left())):
+                pass  # a whole frame: the rest of a draw comes within 50 ms
+            with open(value, "w", encoding="utf-8") as f:
+                f.write(screen.text())
             continue
         while why is None:
             at = output.find(value, found)

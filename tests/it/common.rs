@@ -297,6 +297,8 @@ pub enum Key<'a> {
     Send(&'a str),
     /// Send the command this signal, as `kill` would: "INT", "TERM".
     Signal(&'a str),
+    /// Once the command has been quiet for 50 ms, keep what the terminal shows (`Shown::snapshots`).
+    Snapshot,
 }
 
 /// What a command run in a pseudo-terminal left.
@@ -307,6 +309,8 @@ pub struct Shown {
     pub raw: String,
     /// The text a person reads on the terminal at the end, line by line.
     pub screen: String,
+    /// The text on the terminal at each `Key::Snapshot`, in order.
+    pub snapshots: Vec<String>,
     /// What the driver said on its own stderr (why it gave up, if it did).
     pub driver: String,
 }
@@ -324,15 +328,26 @@ impl Shown {
 /// Runs `program` (its path, then its arguments) in `dir` in a pseudo-terminal of 24 rows
 /// and 100 columns, playing `keys`, with the environment `envs` added.
 pub fn terminal(dir: &Path, envs: &[(&str, &str)], keys: &[Key], program: &[&str]) -> Shown {
+    terminal_of(100, dir, envs, keys, program)
+}
+
+/// `terminal`, with a window of 24 rows and `cols` columns.
+pub fn terminal_of(cols: u16, dir: &Path, envs: &[(&str, &str)], keys: &[Key], program: &[&str]) -> Shown {
     let screen = TempDir::new();
     let screen_file = screen.path().join("screen.txt");
+    let snapshot = |i: usize| screen.path().join(format!("snapshot-{i}.txt"));
     let mut cmd = python_script("terminal.py");
-    cmd.args(["--rows", "24", "--cols", "100", "--deadline", "40", "--screen"]).arg(&screen_file);
+    cmd.args(["--rows", "24", "--cols", &cols.to_string(), "--deadline", "40", "--screen"]).arg(&screen_file);
+    let mut snapshots = 0;
     for key in keys {
         match key {
             Key::Expect(text) => cmd.args(["--expect", text]),
             Key::Send(text) => cmd.args(["--send", &text.replace('\\', "\\\\")]),
             Key::Signal(name) => cmd.args(["--signal", name]),
+            Key::Snapshot => {
+                snapshots += 1;
+                cmd.arg("--snapshot").arg(snapshot(snapshots - 1))
+            }
         };
     }
     cmd.arg("--").args(program).current_dir(dir).envs(envs.iter().copied());
@@ -341,6 +356,7 @@ pub fn terminal(dir: &Path, envs: &[(&str, &str)], keys: &[Key], program: &[&str
         status: run.status.code(),
         raw: run.stdout,
         screen: std::fs::read_to_string(&screen_file).unwrap_or_default(),
+        snapshots: (0..snapshots).map(|i| std::fs::read_to_string(snapshot(i)).unwrap_or_default()).collect(),
         driver: run.stderr,
     }
 }

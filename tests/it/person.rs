@@ -223,6 +223,32 @@ mod progress {
     }
 
     #[test]
+    fn parallel_large_downloads_each_get_a_whole_line_of_their_own_at_any_width() {
+        let fake = Fake::start(|mode, own| match mode {
+            0 => Reply::Value(common::xml_strings(&[own])),
+            1 => Reply::Value(common::xml_listing(&["a.bin", "b.bin", "c.bin"])),
+            _ => Reply::Trickle(1 << 30),
+        });
+        // at 30 columns the totals wrap onto a second line
+        for cols in [100, 30] {
+            let dir = TempDir::new();
+            let program = [common::bin(), PW, "client", fake.url.as_str(), "."];
+            let names = [Key::Expect("\"a.bin\""), Key::Expect("\"b.bin\""), Key::Expect("\"c.bin\"")];
+            let keys: Vec<Key> = names.into_iter().chain([Key::Snapshot, Key::Signal("TERM")]).collect();
+            let shown = common::terminal_of(cols, dir.path(), &[], &keys, &program);
+            assert_eq!(shown.status, Some(143), "{cols} columns: {}", shown.dump());
+            let snapshot = &shown.snapshots[0];
+            let bars: Vec<&str> = lines(snapshot).into_iter().filter(|l| l.ends_with('%')).collect();
+            assert_eq!(bars.len(), 3, "{cols} columns, not a line per download:\n{snapshot}");
+            for (bar, name) in bars.iter().zip(["\"a.bin\"", "\"b.bin\"", "\"c.bin\""]) {
+                assert!(bar.starts_with(&format!("  {name}")), "{cols} columns: {bar:?} in\n{snapshot}");
+            }
+            assert!(lines(snapshot)[0].starts_with("0 of 3 files,"), "{cols} columns:\n{snapshot}");
+            assert!(shown.screen.trim().is_empty(), "{cols} columns, left:\n{}", shown.screen);
+        }
+    }
+
+    #[test]
     fn the_fetched_lines_stay_whole_above_the_display_which_is_cleared_at_the_end() {
         let (_shared, node, big) = node_with_big_file(64 << 20);
         let dir = TempDir::new();
