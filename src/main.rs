@@ -182,6 +182,12 @@ fn parse_cli(args: impl Iterator<Item = OsString>) -> Result<(Cli, Settings), Us
                 return Err(usage(&format!("peer {bad:?} is not a URL like http://host:port")));
             }
             let (host, shell) = (args[2].clone(), mode == Some("shell"));
+            // the node is known as http://HOST:PORT: a URL given as HOST is a common slip
+            if host.is_empty() || host.contains(['/', '?', '#', '@']) || host.contains(char::is_whitespace) {
+                return Err(usage(&format!(
+                    "HOST must be a name or an address like 127.0.0.1, not {host:?}"
+                )));
+            }
             Cli::Node { password: password(&args[0])?, host, port, peers, shell }
         }
         (_, Some("client"), 4) | (_, Some("list"), 3 | 4) => {
@@ -1219,6 +1225,11 @@ fn log_time() -> String {
 /// one line (the regex crate's own draws a caret under the pattern on lines of its own),
 /// with a hint when the pattern looks like a shell glob.
 fn compile_regex(pattern: &str) -> Result<Regex, String> {
+    // sent as it is, such a character would make every node refuse the call as malformed
+    if let Some(c) = pattern.chars().find(|c| !xml_safe(c.to_string().as_bytes())) {
+        let escape = format!("\\x{{{:X}}}", u32::from(c));
+        return Err(format!("invalid regex {pattern:?}: XML-RPC cannot carry {c:?}; write it as {escape}"));
+    }
     let built =
         RegexBuilder::new(pattern).size_limit(REGEX_SIZE_LIMIT).dfa_size_limit(REGEX_SIZE_LIMIT).build();
     built.map_err(|e| {
@@ -1871,13 +1882,15 @@ impl Caller {
         })
     }
 
-    /// The peer list of the node a person named, cut at MAX_PEERS.
+    /// The peer list of the node a person named, each peer once, cut at MAX_PEERS.
     fn entry_peers(&self, url: &str, report: &Report) -> Result<Vec<String>> {
         let (by, answer) = self.offer_by_any_name(url, Value::Array(vec![]))?;
         if by != url && !report.quiet {
             report.line(true, error_line(format!("note: the node at {url} goes by {by}; using that")));
         }
         let mut peers = strings(&answer, &by)?;
+        let mut seen = HashSet::new();
+        peers.retain(|peer| seen.insert(peer.clone())); // a peer listed twice is visited once
         if peers.len() > MAX_PEERS {
             let warning = format!("warning: {by} listed {} peers; using the first {MAX_PEERS}", peers.len());
             report.line(true, error_line(warning));
@@ -2452,7 +2465,7 @@ fn is_part(name: &str) -> bool {
 
 /// Whether `url` is a node's URL: `http://HOST:PORT` with a port from 1 to 65535 (an IPv6
 /// HOST in brackets), no path (one server could otherwise pass for any number of nodes),
-/// no white space or control characters.
+/// no white space, and nothing `printable` would escape (control, bidi or invisible characters).
 fn valid_peer_url(url: &str) -> bool {
     let Some((host, port)) = host_and_port(url) else { return false };
     let host_ok = !host.is_empty() && (!host.contains(':') || host.starts_with('[') && host.ends_with(']'));
@@ -2461,7 +2474,8 @@ fn valid_peer_url(url: &str) -> bool {
         && host_ok
         && port_ok
         && node_base(url) == url
-        && !url.chars().any(|c| c.is_whitespace() || c.is_control())
+        && !url.contains(char::is_whitespace)
+        && printable(url) == url
 }
 
 /// A download in progress, in the current folder. Where the file system allows it the

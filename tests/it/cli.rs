@@ -129,6 +129,14 @@ mod usage {
     }
 
     #[test]
+    fn a_url_or_nothing_given_as_host_is_a_usage_error_naming_host() {
+        for host in ["http://127.0.0.1", "127.0.0.1/", "", "user@127.0.0.1"] {
+            assert_usage_error(&[PW, "server", host, "0"]);
+            assert!(tinyp2p(&[PW, "shell", host, "0"]).stderr.contains("HOST must be"), "{host:?}");
+        }
+    }
+
+    #[test]
     fn a_non_numeric_port_is_a_usage_error() {
         assert_usage_error(&[PW, "server", "127.0.0.1", "http"]);
         assert_usage_error(&[PW, "server", "127.0.0.1", "-5"]);
@@ -296,6 +304,16 @@ mod failures {
         assert_one_line(&run);
         let connection = listener.accept();
         assert!(connection.is_err(), "the client connected to {url} before checking the regex");
+    }
+
+    #[test]
+    fn a_pattern_holding_a_character_xml_cannot_carry_is_refused_with_the_escape_to_write() {
+        for (pattern, escape) in [("\u{1}|ok", r"\x{1}"), ("a\u{1b}", r"\x{1B}"), ("\u{fffe}", r"\x{FFFE}")] {
+            let run = tinyp2p(&[PW, "list", &closed_url(), pattern]);
+            assert_eq!(run.status.code(), Some(2), "{pattern:?}: {}", run.stderr);
+            assert_one_line(&run);
+            assert!(run.stderr.contains(&format!("write it as {escape}")), "{pattern:?}: {}", run.stderr);
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -668,6 +668,25 @@ mod peer_urls {
         expected.insert("client/good.txt".into(), Entry::File(GOOD.as_bytes().to_vec()));
         assert_eq!(snapshot(root.path()), expected, "stderr: {}", short(&run.stderr));
     }
+
+    #[test]
+    fn a_peer_listed_many_times_is_asked_once() {
+        let asked = Arc::new(AtomicUsize::new(0));
+        let counted = asked.clone();
+        let fake = Fake::start(move |ask, own| match ask.mode {
+            0 => ok(&strings([own, own, own])),
+            mode => {
+                counted.fetch_add(1, Ordering::SeqCst);
+                if mode == 1 { ok(&listing(["once.txt"])) } else { ok(&text(GOOD)) }
+            }
+        });
+        let dir = TempDir::new();
+        let (run, _) = client(dir.path(), &fake.url, "");
+        assert_eq!(run.status.code(), Some(0), "stderr: {}", short(&run.stderr));
+        assert_eq!(fs::read(dir.path().join("once.txt")).unwrap(), GOOD.as_bytes());
+        assert_eq!(asked.load(Ordering::SeqCst), 2, "one listing and one file, not three of each");
+        assert!(run.stdout.starts_with("fetched \"once.txt\""), "{}", run.stdout);
+    }
 }
 
 mod client_symlinks {
@@ -1120,6 +1139,21 @@ mod request_types {
         let before = peers(&t.node);
         t.assert_refused("string", t.call("<int>0</int>", &text("http://evil.invalid:1")));
         t.assert_refused("bare string", t.call("<int>0</int>", "abc"));
+        assert_eq!(peers(&t.node), before);
+        t.assert_serves();
+    }
+
+    #[test]
+    fn peer_urls_with_bidi_invisible_or_control_characters_are_not_kept() {
+        let t = Target::new();
+        let before = peers(&t.node);
+        let odd = [
+            "http://\u{202e}gnp.exe\u{202c}.invalid:1",
+            "http://127.0.0.1\u{2066}:2",
+            "http://a\u{200b}.invalid:3",
+        ];
+        let offered: Vec<Value> = odd.iter().map(|u| Value::from(*u)).collect();
+        rpc(&t.node.url, &common::token(PW, &t.node.url), 0, Value::Array(offered)).expect("mode 0 call");
         assert_eq!(peers(&t.node), before);
         t.assert_serves();
     }
