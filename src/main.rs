@@ -1227,7 +1227,8 @@ fn log_time() -> String {
 fn compile_regex(pattern: &str) -> Result<Regex, String> {
     // sent as it is, such a character would make every node refuse the call as malformed
     if let Some(c) = pattern.chars().find(|c| !xml_safe(c.to_string().as_bytes())) {
-        let escape = format!("\\x{{{:X}}}", u32::from(c));
+        // spelt as both Rust's regex and Python's re read it
+        let escape = format!("\\u{:04X}", u32::from(c));
         return Err(format!("invalid regex {pattern:?}: XML-RPC cannot carry {c:?}; write it as {escape}"));
     }
     let built =

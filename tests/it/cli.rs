@@ -308,7 +308,7 @@ mod failures {
 
     #[test]
     fn a_pattern_holding_a_character_xml_cannot_carry_is_refused_with_the_escape_to_write() {
-        for (pattern, escape) in [("\u{1}|ok", r"\x{1}"), ("a\u{1b}", r"\x{1B}"), ("\u{fffe}", r"\x{FFFE}")] {
+        for (pattern, escape) in [("\u{1}|ok", r"\u0001"), ("a\u{1b}", r"\u001B"), ("\u{fffe}", r"\uFFFE")] {
             let run = tinyp2p(&[PW, "list", &closed_url(), pattern]);
             assert_eq!(run.status.code(), Some(2), "{pattern:?}: {}", run.stderr);
             assert_one_line(&run);
