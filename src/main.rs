@@ -2152,11 +2152,13 @@ fn style(template: &str) -> ProgressStyle {
 }
 
 impl Report {
-    /// A report, with a live status shown if `live` and on a terminal and not quiet.
+    /// A report, with a live status shown if `live`, not quiet, and stdout and stderr are a terminal.
     fn new(settings: &Settings, live: bool) -> Report {
-        // a terminal that cannot move its cursor (Emacs's shell) would show the redraws as garbage
+        // a terminal that cannot move its cursor (Emacs's shell) would show the redraws as garbage,
+        // and lines that reach it through a pipe (`| tee`) land wherever a redraw left the cursor
         let dumb = matches!(std::env::var("TERM").as_deref(), Ok("dumb" | "emacs"));
-        let shown = live && !settings.quiet && io::stderr().is_terminal() && !dumb;
+        let shown =
+            live && !settings.quiet && io::stderr().is_terminal() && io::stdout().is_terminal() && !dumb;
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::hidden());
         if shown {
             let stderr = Stderr(console::Term::buffered_stderr());
@@ -2251,7 +2253,7 @@ fn client(caller: &Caller, url: &str, regex: &Regex, list: bool, report: &Report
     clean_stale_parts();
     ignore_file_size_signal();
     let jobs = plan(offers, report);
-    report.count(|c| c.to_fetch = jobs.len());
+    report.count(|c| c.to_fetch = jobs.len() + c.failed); // the names refused have failed already
     parallel(&jobs, CLIENT_WORKERS, |job| fetch(caller, &peers, job, report));
     Ok(report.finish(|c| {
         let (f, s, e, n) = (c.fetched, c.skipped, c.failed, c.unreachable);

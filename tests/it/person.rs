@@ -316,6 +316,35 @@ mod progress {
     }
 
     #[test]
+    fn stdout_through_a_pipe_gets_no_display_and_every_fetched_line_reaches_the_screen() {
+        let (_shared, node, big) = node_with_big_file(2 << 20);
+        let dir = TempDir::new();
+        // as `tinyp2p ... | tee log` would: the lines reach the terminal through another process
+        let program = ["sh", "-c", "\"$0\" \"$@\" | cat", common::bin(), PW, "client", &node.url, "."];
+        let shown = common::terminal(dir.path(), &[], &[], &program);
+        assert_eq!(shown.status, Some(0), "{}", shown.dump());
+        assert_all_arrived(&dir, &big);
+        assert!(!shown.raw.contains('\x1b'), "terminal codes: {:?}", shown.raw);
+        let screen = lines(&shown.screen);
+        assert_eq!(screen.iter().filter(|l| l.starts_with("fetched ")).count(), 4, "{}", shown.screen);
+    }
+
+    #[test]
+    fn names_refused_count_among_the_files_done_and_to_fetch() {
+        let fake = Fake::start(|mode, own| match mode {
+            0 => Reply::Value(common::xml_strings(&[own])),
+            1 => Reply::Value(common::xml_listing(&["../evil.bin", "big.bin"])),
+            _ => Reply::Trickle(1 << 30),
+        });
+        let dir = TempDir::new();
+        let program = [common::bin(), PW, "client", fake.url.as_str(), "."];
+        let keys = [Key::Expect("\"big.bin\""), Key::Snapshot, Key::Signal("TERM")];
+        let shown = common::terminal(dir.path(), &[], &keys, &program);
+        assert_eq!(shown.status, Some(143), "{}", shown.dump());
+        assert!(shown.snapshots[0].contains("1 of 2 files,"), "{}", shown.snapshots[0]);
+    }
+
+    #[test]
     fn stderr_into_a_file_gets_no_display_even_with_stdout_on_a_terminal() {
         let (_shared, node, big) = node_with_big_file(2 << 20);
         let dir = TempDir::new();
