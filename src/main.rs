@@ -1780,30 +1780,32 @@ struct Caller {
     deadline: Duration,
 }
 
-/// The xmlrpc crate's transport over a `Caller`, reading at most MAX_ANSWER_BYTES.
-struct Post<'a> {
-    /// Who calls.
-    caller: &'a Caller,
-    /// The node called.
-    url: &'a str,
-}
+/// The xmlrpc crate's transport, for an answer `Caller::answer` has read already.
+struct Answered(Vec<u8>);
 
-impl Transport for Post<'_> {
+impl Transport for Answered {
     type Stream = Cursor<Vec<u8>>;
 
     fn transmit(
         self,
-        request: &xmlrpc::Request<'_>,
+        _: &xmlrpc::Request<'_>,
     ) -> Result<Self::Stream, Box<dyn std::error::Error + Send + Sync>> {
-        let mut body = Vec::new();
-        request.write_as_xml(&mut body)?;
-        let answer = self.caller.send(self.url, &body, true)?;
-        let read = answer.into_with_config().limit(MAX_ANSWER_BYTES).read_to_vec();
-        let answer = read.map_err(|e| self.caller.plain(self.url, e))?;
-        check_answer(&answer).map_err(|why| format!("node {}: {why}", self.url))?;
-        Ok(Cursor::new(answer))
+        Ok(Cursor::new(self.0))
     }
 }
+
+/// A node that gave no answer, or not all of it, in time: counted apart from the nodes that
+/// answered with an error.
+#[derive(Debug)]
+struct NoAnswer(String);
+
+impl fmt::Display for NoAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NoAnswer {}
 
 impl Caller {
     /// An agent with the network timeouts, no proxy (nodes are addressed directly), no
@@ -1841,26 +1843,37 @@ impl Caller {
         }
     }
 
-    /// A failed call to `url`, or read or write of its answer, in a person's words. (ureq
+    /// The whole answer of `url` to an XML-RPC `body`: at most MAX_ANSWER_BYTES, within the
+    /// deadline, and none the xmlrpc crate must not parse (see `check_answer`).
+    fn answer(&self, url: &str, body: &[u8]) -> Result<Vec<u8>> {
+        let read = self.send(url, body, true)?.into_with_config().limit(MAX_ANSWER_BYTES).read_to_vec();
+        let answer = read.map_err(|e| self.plain(url, e))?;
+        check_answer(&answer).map_err(|why| anyhow!("node {url}: {why}"))?;
+        Ok(answer)
+    }
+
+    /// A failed call to `url`, or read or write of its answer, in a person's words; a
+    /// `NoAnswer` when the node gave none, or not all of it, in time. (ureq
     /// turns an I/O error back into the ureq error it wraps, if any, else into `Io`.)
     fn plain(&self, url: &str, e: impl Into<ureq::Error>) -> anyhow::Error {
         use io::ErrorKind::*;
         let secs = self.settings.timeout.as_secs_f64();
+        let none = |why: String| anyhow::Error::new(NoAnswer(why));
         match e.into() {
             ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve)
             | ureq::Error::ConnectionFailed => {
-                anyhow!("node {url} is unreachable (no connection within {secs} s)")
+                none(format!("node {url} is unreachable (no connection within {secs} s)"))
             }
-            ureq::Error::Timeout(ureq::Timeout::Global) => anyhow!("node {url} did not answer in time"),
-            ureq::Error::Timeout(_) => anyhow!("no data from {url} for {secs} s"),
-            ureq::Error::HostNotFound => anyhow!("node {url} is unreachable (unknown host)"),
+            ureq::Error::Timeout(ureq::Timeout::Global) => none(format!("node {url} did not answer in time")),
+            ureq::Error::Timeout(_) => none(format!("no data from {url} for {secs} s")),
+            ureq::Error::HostNotFound => none(format!("node {url} is unreachable (unknown host)")),
             ureq::Error::StatusCode(code) => anyhow!("node {url} answered HTTP {code}"),
             ureq::Error::BodyExceedsLimit(n) => anyhow!("node {url} sent an answer of over {n} bytes"),
             ureq::Error::Io(e) => match e.kind() {
-                ConnectionRefused => anyhow!("node {url} is unreachable (connection refused)"),
-                TimedOut | WouldBlock => anyhow!("no data from {url} for {secs} s"),
+                ConnectionRefused => none(format!("node {url} is unreachable (connection refused)")),
+                TimedOut | WouldBlock => none(format!("no data from {url} for {secs} s")),
                 UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe => {
-                    anyhow!("node {url} broke off its answer")
+                    none(format!("node {url} broke off its answer"))
                 }
                 StorageFull | FileTooLarge | QuotaExceeded | ReadOnlyFilesystem | PermissionDenied => {
                     anyhow!("cannot write it here: {}", words(&e).to_lowercase())
@@ -1874,12 +1887,12 @@ impl Caller {
     /// Calls `f(token, mode, arg)` on `url` and parses the whole answer with the xmlrpc crate.
     fn call(&self, url: &str, mode: i32, arg: Value) -> Result<Value> {
         let request = xmlrpc::Request::new("f").arg(token(&self.password, node_base(url))).arg(mode).arg(arg);
-        request.call(Post { caller: self, url }).map_err(|e| match e.fault() {
+        let mut body = Vec::new();
+        request.write_as_xml(&mut body)?;
+        let answered = Answered(self.answer(url, &body)?);
+        request.call(answered).map_err(|e| match e.fault() {
             Some(fault) => anyhow!("node {url} answered a fault: {}", fault.fault_string),
-            None => match e.to_string().strip_prefix("transport error: ") {
-                Some(ours) => anyhow!("{ours}"),
-                None => anyhow!("node {url} answered something that is not XML-RPC ({e})"),
-            },
+            None => anyhow!("node {url} answered something that is not XML-RPC ({e})"),
         })
     }
 
@@ -2268,7 +2281,8 @@ fn client(caller: &Caller, url: &str, regex: &Regex, list: bool, report: &Report
 fn gather(peers: &[String], listings: Vec<Result<Vec<String>>>, regex: &Regex, report: &Report) -> Offers {
     let mut offers = Offers::new();
     for (p, listing) in listings.into_iter().enumerate() {
-        let names = listing.inspect_err(|e| report.failed(true, format!("{e:#}"))).unwrap_or_default();
+        let names =
+            listing.inspect_err(|e| report.failed(e.is::<NoAnswer>(), format!("{e:#}"))).unwrap_or_default();
         for name in names {
             if !plain_name(&name) || is_part(&name) || !regex.is_match(&name) {
                 let why = format!("node {} offered the name {}, which is refused", peers[p], quoted(&name));

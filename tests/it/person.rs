@@ -744,6 +744,27 @@ mod plain_words {
     }
 
     #[test]
+    fn a_node_that_answers_with_an_error_counts_as_a_failure_not_as_unreachable() {
+        let (_dir_a, a) = node_sharing(&[("a.txt", b"a\n")], &[]);
+        let other = a.url.clone();
+        // a node of another network: it answers, with False
+        let fake = Fake::start(move |mode, own| match mode {
+            0 => Reply::Value(common::xml_strings(&[own, &other])),
+            _ => Reply::Value("<boolean>0</boolean>".into()),
+        });
+        let dir = TempDir::new();
+        let run = tinyp2p(dir.path(), &[PW, "client", &fake.url, "."]);
+        assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+        assert_eq!(dir.read("a.txt"), b"a\n");
+        assert_eq!(run.stderr, format!("tinyp2p: node {} refused the password\n", fake.url));
+        let summary = lines(&run.stdout).last().copied().unwrap_or_default().to_string();
+        assert!(summary.starts_with("done: 1 fetched, 0 skipped, 1 failed; "), "{summary:?}");
+        let listed = tinyp2p(dir.path(), &[PW, "list", &fake.url]);
+        assert_eq!(listed.status.code(), Some(1), "{}", listed.stderr);
+        assert_eq!(lines(&listed.stdout).last(), Some(&"1 name on 2 nodes"), "{}", listed.stdout);
+    }
+
+    #[test]
     fn a_pattern_that_looks_like_a_glob_gets_the_regex_it_means() {
         for (glob, hint) in [("*.txt", r"\.txt$"), ("*", "."), ("*report*", "report")] {
             let run = tinyp2p(TempDir::new().path(), &[PW, "client", "http://127.0.0.1:9", glob]);
