@@ -1003,7 +1003,7 @@ fn say_hello(node: &Node, host: &str, files: usize, left_out: &BTreeMap<&str, us
         if left_out.is_empty() { String::new() } else { format!(" (left out: {})", left_out.join(", ")) };
     let folder = fs::canonicalize(".").map_or("a folder deleted".into(), |f| printable(&f.to_string_lossy()));
     let (quiet, url) = (node.caller.settings.quiet, &node.url);
-    let nowhere = host.parse().is_ok_and(|ip: std::net::IpAddr| ip.is_unspecified());
+    let nowhere = host.trim_matches(['[', ']']).parse().is_ok_and(|ip: std::net::IpAddr| ip.is_unspecified());
     if !quiet {
         say_err(format_args!("sharing {} from {folder}{left_out}", plural(files, "file")));
     }

@@ -529,10 +529,19 @@ mod start {
     }
 
     #[test]
-    fn a_node_on_0_0_0_0_warns_that_other_nodes_cannot_reach_that_address() {
+    fn a_node_on_0_0_0_0_or_on_ipv6s_any_address_warns_that_other_nodes_cannot_reach_it() {
+        // IPv6's `::` too, bracketed or not, where the machine has IPv6
+        let ipv6 = TcpListener::bind("[::1]:0").is_ok();
+        let hosts = if ipv6 { &["0.0.0.0", "[::]", "::"][..] } else { &["0.0.0.0"][..] };
+        for host in hosts {
+            assert_warns_of_an_address_nobody_reaches(host);
+        }
+    }
+
+    /// Starts a node on `host` and asserts its start lines warn that nobody can reach it.
+    fn assert_warns_of_an_address_nobody_reaches(host: &str) {
         let dir = TempDir::new();
-        let node = Node::start(command(dir.path(), &[PW, "server", "0.0.0.0", "0"]));
-        assert!(node.url.starts_with("http://0.0.0.0:"), "{}", node.url);
+        let node = Node::start(command(dir.path(), &[PW, "server", host, "0"]));
         let lines = log_with(&node, "listening on ");
         let warning = format!(
             "tinyp2p: warning: other nodes will be told {}, which they cannot reach: start the node with \
