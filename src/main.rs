@@ -1886,11 +1886,9 @@ impl Caller {
 
     /// Calls `f(token, mode, arg)` on `url` and parses the whole answer with the xmlrpc crate.
     fn call(&self, url: &str, mode: i32, arg: Value) -> Result<Value> {
-        let request = xmlrpc::Request::new("f").arg(token(&self.password, node_base(url))).arg(mode).arg(arg);
-        let mut body = Vec::new();
-        request.write_as_xml(&mut body)?;
-        let answered = Answered(self.answer(url, &body)?);
-        request.call(answered).map_err(|e| match e.fault() {
+        let answer = self.answer(url, &call_xml(&token(&self.password, node_base(url)), mode, arg))?;
+        // the crate parses an answer only as a request's: this one hands over the answer read
+        xmlrpc::Request::new("f").call(Answered(answer)).map_err(|e| match e.fault() {
             Some(fault) => anyhow!("node {url} answered a fault: {}", fault.fault_string),
             None => anyhow!("node {url} answered something that is not XML-RPC ({e})"),
         })
