@@ -1871,6 +1871,14 @@ impl Caller {
             ureq::Error::BodyExceedsLimit(n) => anyhow!("node {url} sent an answer of over {n} bytes"),
             ureq::Error::Io(e) => match e.kind() {
                 ConnectionRefused => none(format!("node {url} is unreachable (connection refused)")),
+                // std reports a failed name lookup with no kind of its own
+                kind if matches!(
+                    kind,
+                    HostUnreachable | NetworkUnreachable | NetworkDown | AddrNotAvailable
+                ) || e.to_string().starts_with("failed to lookup address") =>
+                {
+                    none(format!("node {url} is unreachable ({})", words(&e).to_lowercase()))
+                }
                 TimedOut | WouldBlock => none(format!("no data from {url} for {secs} s")),
                 UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe => {
                     none(format!("node {url} broke off its answer"))
@@ -2107,6 +2115,8 @@ struct Counts {
     to_fetch: usize,
     /// Nodes that did not answer.
     unreachable: usize,
+    /// Nodes that answered a listing with an error (a fault, `False`, an HTTP error).
+    erring: usize,
     /// Bytes of the files fetched.
     bytes: u64,
 }
@@ -2218,9 +2228,9 @@ impl Report {
         }
     }
 
-    /// Something failed: a file, or (`node`) a whole node.
-    fn failed(&self, node: bool, why: String) {
-        self.count(|c| if node { c.unreachable += 1 } else { c.failed += 1 });
+    /// Something failed, which `count` counts: a file, or a whole node.
+    fn failed(&self, count: impl FnOnce(&mut Counts), why: String) {
+        self.count(count);
         self.line(true, error_line(why));
     }
 
@@ -2239,7 +2249,7 @@ impl Report {
         if !self.quiet {
             self.line(false, summary(&c));
         }
-        c.failed == 0 && c.unreachable == 0
+        c.failed + c.unreachable + c.erring == 0
     }
 }
 
@@ -2267,10 +2277,11 @@ fn client(caller: &Caller, url: &str, regex: &Regex, list: bool, report: &Report
     report.count(|c| c.to_fetch = jobs.len() + c.failed); // the names refused have failed already
     parallel(&jobs, CLIENT_WORKERS, |job| fetch(caller, &peers, job, report));
     Ok(report.finish(|c| {
-        let (f, s, e, n) = (c.fetched, c.skipped, c.failed, c.unreachable);
-        let dead = if n > 0 { format!(", {n} of {} nodes unreachable", peers.len()) } else { String::new() };
+        let (f, s, e, nodes) = (c.fetched, c.skipped, c.failed, peers.len());
+        let dead = clause(c.unreachable, &format!(" of {nodes} nodes unreachable"));
+        let erring = clause(c.erring, &format!(" of {nodes} nodes answered with an error"));
         let (secs, bytes) = (report.started.elapsed().as_secs_f64(), HumanBytes(c.bytes));
-        format!("done: {f} fetched, {s} skipped, {e} failed{dead}; {bytes} in {secs:.2} s")
+        format!("done: {f} fetched, {s} skipped, {e} failed{dead}{erring}; {bytes} in {secs:.2} s")
     }))
 }
 
@@ -2279,12 +2290,14 @@ fn client(caller: &Caller, url: &str, regex: &Regex, list: bool, report: &Report
 fn gather(peers: &[String], listings: Vec<Result<Vec<String>>>, regex: &Regex, report: &Report) -> Offers {
     let mut offers = Offers::new();
     for (p, listing) in listings.into_iter().enumerate() {
-        let names =
-            listing.inspect_err(|e| report.failed(e.is::<NoAnswer>(), format!("{e:#}"))).unwrap_or_default();
-        for name in names {
+        let names = listing.inspect_err(|e| {
+            let no_answer = e.is::<NoAnswer>();
+            report.failed(|c| if no_answer { c.unreachable += 1 } else { c.erring += 1 }, format!("{e:#}"));
+        });
+        for name in names.unwrap_or_default() {
             if !plain_name(&name) || is_part(&name) || !regex.is_match(&name) {
                 let why = format!("node {} offered the name {}, which is refused", peers[p], quoted(&name));
-                report.failed(false, why);
+                report.failed(|c| c.failed += 1, why);
             } else if offers.get(&name).is_none_or(|at| at.last() != Some(&p)) {
                 offers.entry(name).or_default().push(p);
             }
@@ -2323,10 +2336,15 @@ fn show(peers: &[String], offers: &Offers, report: &Report) -> bool {
         report.line(false, format!("{name}{:pad$}  {}", "", nodes.join(", ")));
     }
     report.finish(|c| {
-        let n = c.unreachable;
-        let dead = if n > 0 { format!(", {n} did not answer") } else { String::new() };
-        format!("{} on {}{dead}", plural(offers.len(), "name"), plural(peers.len(), "node"))
+        let (dead, erring) =
+            (clause(c.unreachable, " did not answer"), clause(c.erring, " answered with an error"));
+        format!("{} on {}{dead}{erring}", plural(offers.len(), "name"), plural(peers.len(), "node"))
     })
+}
+
+/// A clause of a summary line on `n` things that went wrong: `, 1 did not answer`; none for 0.
+fn clause(n: usize, what: &str) -> String {
+    if n > 0 { format!(", {n}{what}") } else { String::new() }
 }
 
 /// Fetches one file from the first of its peers that delivers it.
@@ -2343,7 +2361,7 @@ fn fetch(caller: &Caller, peers: &[String], (name, at): &Job, report: &Report) {
                 let why = format!("cannot fetch {}: {e:#}; trying the next node", quoted(name));
                 report.line(true, error_line(why));
             }
-            Err(e) => report.failed(false, format!("cannot fetch {}: {e:#}", quoted(name))),
+            Err(e) => report.failed(|c| c.failed += 1, format!("cannot fetch {}: {e:#}", quoted(name))),
         }
     }
 }

@@ -330,9 +330,11 @@ mod progress {
     }
 
     #[test]
-    fn names_refused_count_among_the_files_done_and_to_fetch() {
-        let fake = Fake::start(|mode, own| match mode {
-            0 => Reply::Value(common::xml_strings(&[own])),
+    fn names_refused_count_among_the_files_done_and_to_fetch_and_a_node_answering_false_does_not() {
+        let erring = Fake::start(|_, _| Reply::Value("<boolean>0</boolean>".into()));
+        let other = erring.url.clone();
+        let fake = Fake::start(move |mode, own| match mode {
+            0 => Reply::Value(common::xml_strings(&[own, &other])),
             1 => Reply::Value(common::xml_listing(&["../evil.bin", "big.bin"])),
             _ => Reply::Trickle(1 << 30),
         });
@@ -753,7 +755,7 @@ mod plain_words {
     }
 
     #[test]
-    fn a_node_that_answers_with_an_error_counts_as_a_failure_not_as_unreachable() {
+    fn a_node_that_answers_with_an_error_is_counted_apart_not_as_unreachable() {
         let (_dir_a, a) = node_sharing(&[("a.txt", b"a\n")], &[]);
         let other = a.url.clone();
         // a node of another network: it answers, with False
@@ -767,10 +769,12 @@ mod plain_words {
         assert_eq!(dir.read("a.txt"), b"a\n");
         assert_eq!(run.stderr, format!("tinyp2p: node {} refused the password\n", fake.url));
         let summary = lines(&run.stdout).last().copied().unwrap_or_default().to_string();
-        assert!(summary.starts_with("done: 1 fetched, 0 skipped, 1 failed; "), "{summary:?}");
+        let want = "done: 1 fetched, 0 skipped, 0 failed, 1 of 2 nodes answered with an error; ";
+        assert!(summary.starts_with(want), "{summary:?}");
         let listed = tinyp2p(dir.path(), &[PW, "list", &fake.url]);
         assert_eq!(listed.status.code(), Some(1), "{}", listed.stderr);
-        assert_eq!(lines(&listed.stdout).last(), Some(&"1 name on 2 nodes"), "{}", listed.stdout);
+        let want = "1 name on 2 nodes, 1 answered with an error";
+        assert_eq!(lines(&listed.stdout).last(), Some(&want), "{}", listed.stdout);
     }
 
     #[test]
