@@ -1864,7 +1864,10 @@ impl Caller {
             | ureq::Error::ConnectionFailed => {
                 none(format!("node {url} is unreachable (no connection within {secs} s)"))
             }
-            ureq::Error::Timeout(ureq::Timeout::Global) => none(format!("node {url} did not answer in time")),
+            // the whole answer, or its head, did not come in time, though it may have been trickling
+            ureq::Error::Timeout(ureq::Timeout::Global | ureq::Timeout::RecvResponse) => {
+                none(format!("node {url} did not answer in time"))
+            }
             ureq::Error::Timeout(_) => none(format!("no data from {url} for {secs} s")),
             ureq::Error::HostNotFound => none(format!("node {url} is unreachable (unknown host)")),
             ureq::Error::StatusCode(code) => anyhow!("node {url} answered HTTP {code}"),

@@ -375,7 +375,7 @@ mod trickles {
         let (run, took) = client(dir.path(), &bad.url, "txt", env);
         assert_failed_naming(&run, &bad.url);
         if let Some(why) = why {
-            let line = format!("tinyp2p: cannot fetch \"slow.txt\": node {}: {why}", bad.url);
+            let line = format!("tinyp2p: cannot fetch \"slow.txt\": node {}{why}", bad.url);
             assert!(run.stderr.lines().any(|l| l == line), "no line {line:?} in: {}", short(&run.stderr));
         }
         assert_eq!(dir.names(), ["good.txt"], "only the good file, no partial or hidden file");
@@ -386,7 +386,7 @@ mod trickles {
 
     #[test]
     fn a_peer_trickling_a_gigabyte_is_abandoned_under_the_floor_and_the_other_file_arrives() {
-        let why = "it sent under 1024 bytes/s for 2 s";
+        let why = ": it sent under 1024 bytes/s for 2 s";
         let took = abandoned(gigabyte_head(), &[("TINYP2P_SPEED_TIME", "2")], Some(why));
         eprintln!("figures: trickle abandoned after {took:?} (floor 1024 B/s, window 2 s, timeout 2 s)");
         assert!(took >= Duration::from_secs(2), "abandoned before its window: {took:?}");
@@ -396,9 +396,9 @@ mod trickles {
     #[test]
     fn the_floor_and_its_window_are_settings() {
         let env = [("TINYP2P_SPEED_LIMIT", "50"), ("TINYP2P_SPEED_TIME", "1")];
-        let short_window = abandoned(gigabyte_head(), &env, Some("it sent under 50 bytes/s for 1 s"));
+        let short_window = abandoned(gigabyte_head(), &env, Some(": it sent under 50 bytes/s for 1 s"));
         let env = [("TINYP2P_SPEED_LIMIT", "50"), ("TINYP2P_SPEED_TIME", "3")];
-        let long_window = abandoned(gigabyte_head(), &env, Some("it sent under 50 bytes/s for 3 s"));
+        let long_window = abandoned(gigabyte_head(), &env, Some(": it sent under 50 bytes/s for 3 s"));
         eprintln!("figures: abandoned after {short_window:?} (window 1 s) and {long_window:?} (window 3 s)");
         assert!(short_window < Duration::from_secs(5), "window 1 s: took {short_window:?}");
         assert!(long_window >= Duration::from_secs(3), "window 3 s: abandoned after {long_window:?}");
@@ -406,7 +406,8 @@ mod trickles {
 
     #[test]
     fn a_peer_trickling_the_head_of_its_answer_is_abandoned_too() {
-        let took = abandoned(b"HTTP/1.1 200 OK\r\nX-Slow: ".to_vec(), &[("TINYP2P_SPEED_TIME", "2")], None);
+        let head = b"HTTP/1.1 200 OK\r\nX-Slow: ".to_vec();
+        let took = abandoned(head, &[("TINYP2P_SPEED_TIME", "2")], Some(" did not answer in time"));
         assert!(took < Duration::from_secs(15), "took {took:?}");
     }
 
