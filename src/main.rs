@@ -1765,6 +1765,8 @@ const CLIENT_WORKERS: usize = 8;
 const WRITE_BUFFER: usize = 256 * 1024;
 /// Downloads at least this large get a line of their own in the progress display.
 const SHOWN_SIZE: u64 = 1 << 20;
+/// Most characters of a node's fault shown: a hostile node could send megabytes of it.
+const MAX_FAULT_CHARS: usize = 500;
 
 /// XML-RPC calls to any node over one keep-alive HTTP agent.
 #[derive(Clone)]
@@ -1900,7 +1902,10 @@ impl Caller {
         let answer = self.answer(url, &call_xml(&token(&self.password, node_base(url)), mode, arg))?;
         // the crate parses an answer only as a request's: this one hands over the answer read
         xmlrpc::Request::new("f").call(Answered(answer)).map_err(|e| match e.fault() {
-            Some(fault) => anyhow!("node {url} answered a fault: {}", fault.fault_string),
+            Some(fault) => {
+                let words: String = fault.fault_string.chars().take(MAX_FAULT_CHARS).collect();
+                anyhow!("node {url} answered a fault: {words}")
+            }
             None => anyhow!("node {url} answered something that is not XML-RPC ({e})"),
         })
     }

@@ -852,6 +852,21 @@ mod bad_answers {
     }
 
     #[test]
+    fn a_fault_of_100000_characters_is_shown_cut_on_one_line() {
+        let long = "x".repeat(100_000);
+        let fake = Fake::start(move |ask, own| match ask.mode {
+            0 => ok(&strings([own])),
+            _ => fault(&long),
+        });
+        let dir = TempDir::new();
+        let (run, _) = client(dir.path(), &fake.url, "");
+        assert_eq!(run.status.code(), Some(1), "stderr: {}", short(&run.stderr));
+        assert_eq!(run.stderr.lines().count(), 1, "stderr: {}", short(&run.stderr));
+        assert!(run.stderr.contains("answered a fault: xxxxxxxxxx"), "stderr: {}", short(&run.stderr));
+        assert!(run.stderr.len() < 1_000, "a line of {} bytes", run.stderr.len());
+    }
+
+    #[test]
     fn a_fault_instead_of_a_file_is_reported_and_writes_nothing() {
         bad_then_good(|ask| (ask.mode == 2).then(|| fault("No such file")));
     }
