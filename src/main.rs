@@ -173,7 +173,7 @@ fn parse_cli(args: impl Iterator<Item = OsString>) -> Result<(Cli, Settings), Us
         (Some("-h" | "--help"), ..) => return show(format!("{SYNOPSIS}\n{HELP}")),
         (Some("-V" | "--version"), ..) => return show(format!("tinyp2p {}", env!("CARGO_PKG_VERSION"))),
         (_, Some("server" | "shell"), 4..) => {
-            let port = args[3]
+            let port: u16 = args[3]
                 .parse()
                 .map_err(|_| usage(&format!("PORT must be a number from 0 to 65535, not {:?}", args[3])))?;
             // a path typed after a peer's address is not part of its URL
@@ -182,8 +182,8 @@ fn parse_cli(args: impl Iterator<Item = OsString>) -> Result<(Cli, Settings), Us
                 return Err(usage(&format!("peer {bad:?} is not a URL like http://host:port")));
             }
             let (host, shell) = (args[2].clone(), mode == Some("shell"));
-            // the node is known as http://HOST:PORT: a URL given as HOST is a common slip
-            if host.is_empty() || host.contains(['/', '?', '#', '@']) || host.contains(char::is_whitespace) {
+            // other nodes keep the node only by a valid peer URL; a URL given as HOST is a common slip
+            if host.contains('@') || !valid_peer_url(&node_url(&host, port.max(1))) {
                 return Err(usage(&format!(
                     "HOST must be a name or an address like 127.0.0.1, not {host:?}"
                 )));
@@ -973,10 +973,7 @@ fn serve(caller: Caller, host: &str, port: u16, peers: &[String], shell: bool) -
     raise_fd_limit();
     let listener = Arc::new(listen(host.trim_matches(['[', ']']), port, caller.settings.timeout)?);
     let port = listener.local_addr().context("no local address")?.port();
-    // an IPv6 address goes in brackets in a URL: `::1` is `http://[::1]:PORT`
-    let bare_ipv6 = host.contains(':') && !host.starts_with('[');
-    let url = if bare_ipv6 { format!("http://[{host}]:{port}") } else { format!("http://{host}:{port}") };
-    let node = Arc::new(Node::new(caller, url, peers));
+    let node = Arc::new(Node::new(caller, node_url(host, port), peers));
     let (names, left_out) = scan().context("cannot list this folder")?;
     Pool::start(&node, listener)?;
     let (joined, join_done) = mpsc::channel();
@@ -1226,7 +1223,7 @@ fn log_time() -> String {
 /// with a hint when the pattern looks like a shell glob.
 fn compile_regex(pattern: &str) -> Result<Regex, String> {
     // sent as it is, such a character would make every node refuse the call as malformed
-    if let Some(c) = pattern.chars().find(|c| !xml_safe(c.to_string().as_bytes())) {
+    if let Some(c) = pattern.chars().find(|c| !xml_safe(c.encode_utf8(&mut [0; 4]).as_bytes())) {
         // spelt as both Rust's regex and Python's re read it
         let escape = format!("\\u{:04X}", u32::from(c));
         return Err(format!("invalid regex {pattern:?}: XML-RPC cannot carry {c:?}; write it as {escape}"));
@@ -2003,6 +2000,13 @@ fn endpoint(url: &str) -> String {
     let base = node_base(url);
     let rest = url[base.len()..].split('#').next().unwrap_or_default();
     if rest.starts_with('/') { format!("{base}{rest}") } else { format!("{base}/RPC2{rest}") }
+}
+
+/// The URL of a node started on `host` and `port`: an IPv6 address goes in brackets, `::1`
+/// is `http://[::1]:PORT`.
+fn node_url(host: &str, port: u16) -> String {
+    let bare_ipv6 = host.contains(':') && !host.starts_with('[');
+    if bare_ipv6 { format!("http://[{host}]:{port}") } else { format!("http://{host}:{port}") }
 }
 
 /// The HOST and PORT of `http://HOST:PORT`, as written.
