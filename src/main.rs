@@ -718,10 +718,8 @@ impl<R: Read> Scanner<R> {
 fn decode_content(src: impl Read, out: &mut impl Write) -> io::Result<Option<u64>> {
     let mut s = Scanner { src, buf: vec![0; SCAN_BUFFER], pos: 0, end: 0 };
     let Some(close) = open_value(&mut s)? else { return Ok(None) };
-    let written = match close {
-        b"</base64>" => stream_base64(&mut s, out)?,
-        _ => stream_text(&mut s, close, out)?,
-    };
+    let written =
+        if close == b"</base64>" { stream_base64(&mut s, out)? } else { stream_text(&mut s, close, out)? };
     let tail = [&b"</value>"[..], b"</param>", b"</params>", b"</methodResponse>"];
     // a bare value's text ended at its `</value>`
     if !s.eat(&tail[usize::from(close == b"</value>")..])? {
@@ -1785,16 +1783,14 @@ struct Answered(Vec<u8>);
 impl Transport for Answered {
     type Stream = Cursor<Vec<u8>>;
 
-    fn transmit(
-        self,
-        _: &xmlrpc::Request<'_>,
-    ) -> Result<Self::Stream, Box<dyn std::error::Error + Send + Sync>> {
+    fn transmit(self, _: &xmlrpc::Request) -> Result<Self::Stream, Box<dyn std::error::Error + Send + Sync>> {
         Ok(Cursor::new(self.0))
     }
 }
 
 /// A node that gave no answer, or not all of it, in time: counted apart from the nodes that
-/// answered with an error.
+/// answered with an error. An anyhow message (`anyhow::Error::msg`), which `is::<NoAnswer>`
+/// finds as it finds an error type: it needs no `std::error::Error` impl.
 #[derive(Debug)]
 struct NoAnswer(String);
 
@@ -1803,8 +1799,6 @@ impl fmt::Display for NoAnswer {
         f.write_str(&self.0)
     }
 }
-
-impl std::error::Error for NoAnswer {}
 
 impl Caller {
     /// An agent with the network timeouts, no proxy (nodes are addressed directly), no
@@ -1857,7 +1851,7 @@ impl Caller {
     fn plain(&self, url: &str, e: impl Into<ureq::Error>) -> anyhow::Error {
         use io::ErrorKind::*;
         let secs = self.settings.timeout.as_secs_f64();
-        let none = |why: String| anyhow::Error::new(NoAnswer(why));
+        let none = |why: String| anyhow::Error::msg(NoAnswer(why));
         match e.into() {
             ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve)
             | ureq::Error::ConnectionFailed => {
