@@ -29,7 +29,7 @@
 #     then BENCH_RUNS counted pairs; each cell is the median with min-max, and the ratio is
 #     the median of the per-pair ratios with their min-max;
 #   - run 0 is also the node's first request for the file: a node keeps the survey of a file
-#     it sent (by device, inode, size and mtime, once the mtime is 2 s old), so later
+#     it sent (by device, inode, size and ctime, once the ctime is 2 s old), so later
 #     requests stream at once; run 0 is reported on its own row (A, A2);
 #   - the measure is the client process's wall time (monotonic clock around it); client
 #     CPU (user + sys) and peak RSS from GNU time, the servers' CPU from /proc/PID/stat
@@ -452,7 +452,7 @@ per_run_table() {
 
 # ================================================================ data
 # Only what the chosen rows need. Files must be over 2 s old before a node first sends them,
-# or it does not keep their survey (a change within one mtime tick could go unseen) and the
+# or it does not keep their survey (a change within one ctime tick could go unseen) and the
 # first counted run, not the warm-up, would pay for it: hence the sleep.
 make_data() {
     log "generating data in $TMP for rows:$WANTED"
@@ -709,7 +709,7 @@ row_d() {
 }
 
 # ================================================================ results
-METHOD="All on 127.0.0.1. Rows A-C: before each row its source files are read once (\`cat >/dev/null\`; \`fincore\` shows how much was resident) and both servers serve that same file; each client writes into a fresh folder under the same temporary folder (same file system), removed right after the run (row C: after the row). Runs interleaved, tinyp2p then baseline: one warm-up pair (run 0, not counted), then $RUNS counted pairs; cells show median (min–max) of the counted runs, ratios are the median (min–max) of the per-pair ratios. tinyp2p's run 0 is the node's first request for the file, when it surveys the whole file; a node keeps that survey (by device, inode, size and mtime; the data is made over 2 s before the row) so runs 1-$RUNS start at once: run 0 is shown on its own row. Time: the client process's wall time on a monotonic clock. CPU seconds per GiB: (client user + sys from GNU time \`%U + %S\`, plus the server's utime + stime from /proc/PID/stat read before and after the run; for nginx its one worker) / file size in GiB, per run. Peak RSS: client from GNU time \`%M\` (max over the runs), node from VmHWM in /proc/PID/status after the row. MB = 10^6 bytes, MiB and GiB = 2^20 and 2^30 bytes. Every fetched file is checked byte-exact (cmp; row C: count and md5 of all). Row D: \`wrk -t2 -c64 -d${WRK_SECS}s\` on \`/RPC2\`, one run per node, no warm-up."
+METHOD="All on 127.0.0.1. Rows A-C: before each row its source files are read once (\`cat >/dev/null\`; \`fincore\` shows how much was resident) and both servers serve that same file; each client writes into a fresh folder under the same temporary folder (same file system), removed right after the run (row C: after the row). Runs interleaved, tinyp2p then baseline: one warm-up pair (run 0, not counted), then $RUNS counted pairs; cells show median (min–max) of the counted runs, ratios are the median (min–max) of the per-pair ratios. tinyp2p's run 0 is the node's first request for the file, when it surveys the whole file; a node keeps that survey (by device, inode, size and ctime; the data is made over 2 s before the row) so runs 1-$RUNS start at once: run 0 is shown on its own row. Time: the client process's wall time on a monotonic clock. CPU seconds per GiB: (client user + sys from GNU time \`%U + %S\`, plus the server's utime + stime from /proc/PID/stat read before and after the run; for nginx its one worker) / file size in GiB, per run. Peak RSS: client from GNU time \`%M\` (max over the runs), node from VmHWM in /proc/PID/status after the row. MB = 10^6 bytes, MiB and GiB = 2^20 and 2^30 bytes. Every fetched file is checked byte-exact (cmp; row C: count and md5 of all). Row D: \`wrk -t2 -c64 -d${WRK_SECS}s\` on \`/RPC2\`, one run per node, no warm-up."
 
 write_results() { # write_results TABLE FILE
     local cpu version commit cmd

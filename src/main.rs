@@ -195,6 +195,10 @@ fn parse_cli(args: impl Iterator<Item = OsString>) -> Result<(Cli, Settings), Us
             if !valid_peer_url(node_base(&url)) {
                 return Err(usage(&format!("URL {url:?} is not a node URL like http://host:port")));
             }
+            if endpoint(&url).parse::<ureq::http::Uri>().is_err() {
+                let why = format!("URL {url:?}: its path cannot be sent (write a space, say, as %20)");
+                return Err(usage(&why));
+            }
             let pattern = args.get(3).map_or("", String::as_str);
             let pattern = compile_regex(pattern).map_err(|why| UsageError(why, false))?;
             Cli::Client { password: password(&args[0])?, url, pattern, list: mode == Some("list") }
@@ -210,8 +214,11 @@ fn parse_cli(args: impl Iterator<Item = OsString>) -> Result<(Cli, Settings), Us
 
 /// The password: the argument, or `TINYP2P_PASSWORD` when the argument is `-`.
 fn password(arg: &str) -> Result<String, UsageError> {
-    let unset = || UsageError("PW is '-' but TINYP2P_PASSWORD is not set".into(), true);
-    if arg == "-" { std::env::var("TINYP2P_PASSWORD").map_err(|_| unset()) } else { Ok(arg.to_string()) }
+    let unusable = |e| {
+        let why = if matches!(e, std::env::VarError::NotPresent) { "not set" } else { "not UTF-8" };
+        UsageError(format!("PW is '-' but TINYP2P_PASSWORD is {why}"), true)
+    };
+    if arg == "-" { std::env::var("TINYP2P_PASSWORD").map_err(unusable) } else { Ok(arg.to_string()) }
 }
 
 /// The settings from the environment; a value out of range is a usage error naming the range.
@@ -359,16 +366,29 @@ fn refuse_dtd(xml: &[u8]) -> Result<(), String> {
     if dtd { Err("XML with a DTD is refused".into()) } else { Ok(()) }
 }
 
-/// Refuses an answer the xmlrpc crate must not parse: a DTD, elements nested deeper than
-/// MAX_XML_DEPTH, which would overflow the stack, or more than MAX_NAMESPACES. They are
-/// counted by the same XML reader the crate uses, so comments, CDATA and other encodings
-/// cannot hide them.
+/// Refuses a document declared in an encoding xml-rs would misread: it matches an encoding's
+/// name by its start only, so it would read ISO-8859-15 (where 0xA4 is the euro sign) as
+/// ISO-8859-1, and the file would arrive with other characters than it has.
+fn refuse_misread(encoding: &str) -> Result<(), String> {
+    let name = encoding.to_ascii_lowercase();
+    let read = matches!(name.as_str(), "utf-8" | "utf8" | "iso-8859-1" | "latin1" | "us-ascii" | "ascii");
+    // UTF-16 is told from the bytes themselves, whatever its name says
+    let utf16 = name.starts_with("utf-16") || name.starts_with("utf16");
+    let shown: String = encoding.chars().take(40).collect(); // a hostile peer's could be megabytes
+    if read || utf16 { Ok(()) } else { Err(format!("XML in the encoding {shown:?} is not supported")) }
+}
+
+/// Refuses an answer the xmlrpc crate must not parse: a DTD, an encoding it would misread,
+/// elements nested deeper than MAX_XML_DEPTH, which would overflow the stack, or more than
+/// MAX_NAMESPACES. They are counted by the same XML reader the crate uses, so comments, CDATA
+/// and other encodings cannot hide them.
 fn check_answer(xml: &[u8]) -> Result<(), String> {
     refuse_dtd(xml)?;
     let mut depth = 0usize;
     // the events stop after the end of the document or an error, which is the crate's to report
     for event in EventReader::new(xml) {
         match event {
+            Ok(XmlEvent::StartDocument { encoding, .. }) => refuse_misread(&encoding)?,
             Ok(XmlEvent::StartElement { namespace, .. })
                 if depth == MAX_XML_DEPTH || namespace.0.len() > MAX_NAMESPACES =>
             {
@@ -393,13 +413,15 @@ struct Element {
     children: Vec<Element>,
 }
 
-/// The element a document holds. Refused: a DTD, nesting deeper than MAX_XML_DEPTH, more
-/// than MAX_ELEMENTS elements, or MAX_NAMESPACES, so a small body cannot cost a node much.
+/// The element a document holds. Refused: a DTD, an encoding xml-rs would misread, nesting
+/// deeper than MAX_XML_DEPTH, more than MAX_ELEMENTS elements, or MAX_NAMESPACES, so a small
+/// body cannot cost a node much.
 fn read_element(xml: &[u8]) -> Result<Element, String> {
     refuse_dtd(xml)?;
     let (mut open, mut count) = (vec![Element::default()], 0);
     for event in EventReader::new(xml) {
         match event.map_err(|e| format!("malformed XML: {e}"))? {
+            XmlEvent::StartDocument { encoding, .. } => refuse_misread(&encoding)?,
             XmlEvent::StartElement { name, namespace, .. } => {
                 count += 1;
                 if open.len() > MAX_XML_DEPTH || count > MAX_ELEMENTS || namespace.0.len() > MAX_NAMESPACES {
@@ -736,9 +758,11 @@ fn open_value(s: &mut Scanner<impl Read>) -> io::Result<Option<&'static [u8]>> {
     if s.eat(&[b"<?xml"])? {
         s.ensure(256)?;
         let Some(end) = memmem::find(s.available(), b"?>") else { return Ok(None) };
-        // an encoding other than UTF-8 (Latin-1, say) is the crate's to read
+        // an encoding other than UTF-8 (Latin-1, say) is the crate's to read, or refuse
         let declaration = String::from_utf8_lossy(&s.available()[..end]).to_lowercase();
-        if declaration.contains("encoding") && !declaration.contains("utf-8") {
+        let encoding =
+            declaration.split_once("encoding").and_then(|(_, rest)| rest.split(['"', '\'']).nth(1));
+        if encoding.is_some_and(|name| !matches!(name, "utf-8" | "utf8")) {
             return Ok(None);
         }
         s.pos += end + 2;
@@ -883,9 +907,9 @@ const ANSWER_CACHE: usize = 64;
 const MAX_CACHED_PATTERN: usize = 1024;
 /// Files whose survey a node keeps (see `Node::survey`).
 const SURVEY_CACHE: usize = 4096;
-/// Age a folder's or a file's mtime must have before what was read from it is kept: a
-/// change within one file-system clock tick (up to 2 s on some) could otherwise leave the
-/// mtime, and the stale copy, as they were.
+/// Age a folder's or a file's change time must have before what was read from it is kept:
+/// a change within one file-system clock tick (up to 2 s on some) could otherwise leave the
+/// time, and the stale copy, as they were.
 const SETTLE: Duration = Duration::from_secs(2);
 /// Request log lines the shell keeps for its `log` command.
 const LOG_LINES: usize = 200;
@@ -899,9 +923,9 @@ struct Node {
     url: String,
     /// Known peers, this node among them.
     peers: Mutex<Peers>,
-    /// The folder's listing, with the folder's mtime it was read at.
-    listing: Mutex<Option<(SystemTime, Arc<Listing>)>>,
-    /// Surveys of files already sent, by device, inode, size and mtime.
+    /// The folder's listing, with the folder's change time it was read at.
+    listing: Mutex<Option<(Changed, Arc<Listing>)>>,
+    /// Surveys of files already sent, by device, inode, size and change time.
     surveys: Mutex<HashMap<[u64; 5], Survey>>,
     /// Calls to other nodes: the join, and probes when the peer list is full.
     caller: Caller,
@@ -968,11 +992,13 @@ enum Answer {
 
 /// Serves this folder as `http://HOST:PORT`, joined through `peers`; with `shell`, a prompt too.
 fn serve(caller: Caller, host: &str, port: u16, peers: &[String], shell: bool) -> Result<bool> {
+    let unshared = |e: io::Error| anyhow!("cannot share this folder: {}", words(&e));
+    folder().map_err(unshared)?;
+    let (names, left_out) = scan().map_err(unshared)?;
     raise_fd_limit();
     let listener = Arc::new(listen(host.trim_matches(['[', ']']), port, caller.settings.timeout)?);
     let port = listener.local_addr().context("no local address")?.port();
     let node = Arc::new(Node::new(caller, node_url(host, port), peers));
-    let (names, left_out) = scan().context("cannot list this folder")?;
     Pool::start(&node, listener)?;
     let (joined, join_done) = mpsc::channel();
     let (joiner, given) = (node.clone(), peers.to_vec());
@@ -1110,17 +1136,18 @@ impl Node {
         Ok(Answer::File(file, plan))
     }
 
-    /// A file's survey, kept while its device, inode, size and mtime stay the same, so a
+    /// A file's survey, kept while its device, inode, size and change time stay the same, so a
     /// file asked for again streams at once. A change that slips past them costs nothing
     /// worse than a failed transfer: the encoder checks every byte against the survey.
     fn survey(&self, file: &mut File, meta: &fs::Metadata) -> io::Result<Survey> {
-        let stamp = [meta.dev(), meta.ino(), meta.len(), meta.mtime() as u64, meta.mtime_nsec() as u64];
+        let (secs, nanos) = changed(meta);
+        let stamp = [meta.dev(), meta.ino(), meta.len(), secs as u64, nanos as u64];
         if let Some(plan) = lock(&self.surveys).get(&stamp) {
             return Ok(*plan);
         }
         let plan = survey(file, meta.len())?;
         file.rewind()?;
-        if settled(meta.modified()?) {
+        if settled(changed(meta)) {
             remember(&self.surveys, SURVEY_CACHE, stamp, plan);
         }
         Ok(plan)
@@ -1128,11 +1155,7 @@ impl Node {
 
     /// The folder's listing; scanned again only when the folder changed.
     fn listing(&self) -> io::Result<Arc<Listing>> {
-        let folder = fs::metadata(".")?;
-        if folder.nlink() == 0 {
-            return Err(io::Error::other("it was deleted"));
-        }
-        let stamp = folder.modified()?;
+        let stamp = changed(&folder()?);
         let mut cache = lock(&self.listing);
         if let Some((_, listing)) = cache.as_ref().filter(|(seen, _)| *seen == stamp) {
             return Ok(listing.clone());
@@ -1143,9 +1166,26 @@ impl Node {
     }
 }
 
-/// Whether a file-system time is older than SETTLE.
-fn settled(time: SystemTime) -> bool {
-    time.elapsed().is_ok_and(|age| age >= SETTLE)
+/// The shared folder's metadata; an error once it is deleted (it reads as empty then).
+fn folder() -> io::Result<fs::Metadata> {
+    let folder = fs::metadata(".")?;
+    if folder.nlink() == 0 { Err(io::Error::other("it was deleted")) } else { Ok(folder) }
+}
+
+/// When a file or folder last changed, in content or metadata: its ctime, in seconds and
+/// nanoseconds. Unlike its mtime, which `touch -d` or `cp -p` set at will, only a change sets
+/// it, so what a node keeps under it cannot be taken for the file as it is now.
+type Changed = (i64, i64);
+
+/// The change time of a file or folder.
+fn changed(meta: &fs::Metadata) -> Changed {
+    (meta.ctime(), meta.ctime_nsec())
+}
+
+/// Whether a change time is over SETTLE ago (one before 1970, as SMB or FUSE may give, is).
+fn settled((secs, nanos): Changed) -> bool {
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    now.as_secs_f64() - (secs as f64 + nanos as f64 / 1e9) >= SETTLE.as_secs_f64()
 }
 
 /// Keeps `value` under `key` in a cache of at most `most` entries, emptied when full.
@@ -1361,8 +1401,8 @@ const MAPPABLE: u64 = 1 << 45;
 
 /// A listener whose connections inherit TCP_NODELAY and the read and write timeouts (items 1, 2).
 fn listen(host: &str, port: u16, timeout: Duration) -> Result<TcpListener> {
-    let listener =
-        TcpListener::bind((host, port)).with_context(|| format!("cannot listen on {host}:{port}"))?;
+    let listener = TcpListener::bind((host, port))
+        .map_err(|e| anyhow!("cannot listen on {host}:{port}: {}", words(&e)))?;
     // SAFETY: the listener's own socket, borrowed as a stream to set options, never closed.
     let socket = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(listener.as_raw_fd()) });
     let set = socket.set_nodelay(true).and_then(|()| socket.set_read_timeout(Some(timeout)));
@@ -1762,6 +1802,8 @@ const WRITE_BUFFER: usize = 256 * 1024;
 const SHOWN_SIZE: u64 = 1 << 20;
 /// Most characters of a node's fault shown: a hostile node could send megabytes of it.
 const MAX_FAULT_CHARS: usize = 500;
+/// Names refused that a client shows one by one for each node; the rest are counted.
+const REFUSED_SHOWN: usize = 5;
 
 /// XML-RPC calls to any node over one keep-alive HTTP agent.
 #[derive(Clone)]
@@ -2292,7 +2334,7 @@ fn client(caller: &Caller, url: &str, regex: &Regex, list: bool, report: &Report
 }
 
 /// The safe names the peers offer, each with the peers offering it, in peer order; a
-/// failed listing and a refused name are reported.
+/// failed listing and the names refused are reported (each refused name a failed file).
 fn gather(peers: &[String], listings: Vec<Result<Vec<String>>>, regex: &Regex, report: &Report) -> Offers {
     let mut offers = Offers::new();
     for (p, listing) in listings.into_iter().enumerate() {
@@ -2300,16 +2342,35 @@ fn gather(peers: &[String], listings: Vec<Result<Vec<String>>>, regex: &Regex, r
             let no_answer = e.is::<NoAnswer>();
             report.failed(|c| if no_answer { c.unreachable += 1 } else { c.erring += 1 }, format!("{e:#}"));
         });
-        for name in names.unwrap_or_default() {
-            if !plain_name(&name) || is_part(&name) || !regex.is_match(&name) {
-                let why = format!("node {} offered the name {}, which is refused", peers[p], quoted(&name));
-                report.failed(|c| c.failed += 1, why);
-            } else if offers.get(&name).is_none_or(|at| at.last() != Some(&p)) {
+        let (names, refused): (Vec<String>, Vec<String>) = names
+            .unwrap_or_default()
+            .into_iter()
+            .partition(|name| plain_name(name) && !is_part(name) && regex.is_match(name));
+        refuse(&peers[p], &refused, report);
+        for name in names {
+            if offers.get(&name).is_none_or(|at| at.last() != Some(&p)) {
                 offers.entry(name).or_default().push(p);
             }
         }
     }
     offers
+}
+
+/// Counts each name a node offered that is refused as a failed file, and names the first
+/// few: a node offering a million such names gets a line more, not a million.
+fn refuse(url: &str, refused: &[String], report: &Report) {
+    let shown = if refused.len() > REFUSED_SHOWN + 1 { REFUSED_SHOWN } else { refused.len() };
+    for name in &refused[..shown] {
+        report.failed(
+            |c| c.failed += 1,
+            format!("node {url} offered the name {}, which is refused", quoted(name)),
+        );
+    }
+    if shown < refused.len() {
+        let (more, all) = (refused.len() - shown, refused.len());
+        let why = format!("node {url} offered {more} more names that are refused ({all} in all)");
+        report.failed(|c| c.failed += more, why);
+    }
 }
 
 /// The files to fetch: each name offered that is not here yet (skipped once, however many
@@ -3141,6 +3202,43 @@ mod tests {
             assert!(check_answer(answer.as_bytes()).unwrap_err().contains("namespaces"));
             let one = "<methodCall xmlns:a=\"u\"><methodName>f</methodName></methodCall>";
             assert!(parse_call(one.as_bytes()).is_ok());
+        }
+
+        #[test]
+        fn documents_in_an_encoding_xml_rs_would_misread_are_refused_and_the_others_read() {
+            let call = |declaration: &str, name: &str| {
+                format!("{declaration}<methodCall><methodName>{name}</methodName></methodCall>")
+            };
+            // xml-rs matches a name by its start, either way: all these it would misread
+            for refused in ["iso-8859-15", "ISO-8859-16", "latin10", "utf-8x", "utf", "iso-8859", ""] {
+                let declared = call(&format!("<?xml version=\"1.0\" encoding=\"{refused}\"?>"), "f");
+                let why = parse_call(declared.as_bytes()).unwrap_err();
+                assert!(why.contains(&format!("{refused:?} is not supported")), "{refused}: {why}");
+                let answer = format!("<?xml version='1.0' encoding='{refused}'?><methodResponse/>");
+                assert!(check_answer(answer.as_bytes()).unwrap_err().contains("is not supported"));
+            }
+            // a name xml-rs does not know at all it refuses itself: that error is the crate's
+            let unknown = "<?xml version='1.0' encoding='cp1252'?><methodResponse/>";
+            assert!(parse_call(unknown.as_bytes()).is_err() && check_answer(unknown.as_bytes()).is_ok());
+            for read in ["", "<?xml version=\"1.0\"?>", "<?xml version='1.0' encoding='UTF-8'?>"] {
+                assert_eq!(parse_call(call(read, "f\u{e9}").as_bytes()).map(|c| c.0), Ok("f\u{e9}".into()));
+            }
+            for ascii in ["utf8", "us-ascii", "ASCII", "latin1"] {
+                let declared = call(&format!("<?xml version=\"1.0\" encoding=\"{ascii}\"?>"), "f");
+                assert_eq!(parse_call(declared.as_bytes()).map(|c| c.0), Ok("f".into()), "{ascii}");
+            }
+            let latin1 = concat!(
+                "<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?>",
+                "<methodCall><methodName>f\u{e9}</methodName></methodCall>"
+            );
+            let latin1: Vec<u8> = latin1.chars().map(|c| c as u8).collect();
+            assert_eq!(parse_call(&latin1).map(|c| c.0), Ok("f\u{e9}".into()));
+            let utf16 = "\u{feff}<?xml version=\"1.0\" encoding=\"utf-16\"?><methodResponse/>";
+            let utf16: Vec<u8> = utf16.encode_utf16().flat_map(u16::to_le_bytes).collect();
+            assert_eq!(check_answer(&utf16), Ok(()));
+            let utf16_call = call("\u{feff}<?xml version=\"1.0\" encoding=\"UTF-16\"?>", "f\u{e9}");
+            let utf16_call: Vec<u8> = utf16_call.encode_utf16().flat_map(u16::to_le_bytes).collect();
+            assert_eq!(parse_call(&utf16_call).map(|c| c.0), Ok("f\u{e9}".into()));
         }
 
         #[test]

@@ -156,6 +156,13 @@ mod usage {
     }
 
     #[test]
+    fn a_node_url_with_a_path_no_request_can_carry_is_a_usage_error() {
+        let url = format!("{}/x y", closed_url());
+        assert_usage_error(&[PW, "list", &url]);
+        assert_usage_error(&[PW, "client", &url, "x"]);
+    }
+
+    #[test]
     fn help_and_version_are_shown_whatever_the_settings_say() {
         for flag in ["--help", "--version"] {
             let dir = TempDir::new();
@@ -211,6 +218,18 @@ mod password {
         let dir = TempDir::new();
         let run = client(&dir, PW, &node.url);
         assert_fetched_hello(&dir, &run);
+    }
+
+    #[test]
+    fn dash_with_a_variable_that_is_not_utf8_says_so_not_that_it_is_unset() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = TempDir::new();
+        let mut cmd = command(&dir, &["-", "list", &closed_url()]);
+        cmd.env("TINYP2P_PASSWORD", std::ffi::OsStr::from_bytes(b"pass\xffword"));
+        let run = common::run(cmd);
+        assert_eq!(run.status.code(), Some(2), "{}", run.stderr);
+        assert!(run.stderr.contains("TINYP2P_PASSWORD is not UTF-8"), "{}", run.stderr);
+        assert!(!run.stderr.contains("not set"), "{}", run.stderr);
     }
 
     #[test]
@@ -281,6 +300,30 @@ mod password {
 
 mod failures {
     use super::*;
+
+    #[test]
+    fn a_port_in_use_is_one_plain_line_and_a_failure() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port().to_string();
+        let run = tinyp2p(&[PW, "server", "127.0.0.1", &port]);
+        assert_failed(&run);
+        assert_one_line(&run);
+        assert!(run.stderr.contains(&format!("cannot listen on 127.0.0.1:{port}: ")), "{}", run.stderr);
+        assert!(!run.stderr.contains("os error"), "{}", run.stderr);
+    }
+
+    #[test]
+    fn a_node_started_in_a_deleted_folder_fails_saying_so() {
+        let parent = TempDir::new();
+        let gone = parent.path().join("gone");
+        std::fs::create_dir(&gone).unwrap();
+        let script = "cd \"$1\" && rmdir \"$1\" && exec \"$0\" \"$2\" server 127.0.0.1 0";
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", script, common::bin()]).arg(&gone).arg(PW);
+        let run = common::run(cmd);
+        assert_failed(&run);
+        assert!(run.stderr.contains("cannot share this folder: it was deleted"), "{}", run.stderr);
+    }
 
     #[test]
     fn an_unreachable_node_is_one_clear_line_and_a_non_zero_exit() {

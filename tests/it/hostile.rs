@@ -891,6 +891,23 @@ mod bad_answers {
     }
 
     #[test]
+    fn a_file_answer_in_an_encoding_the_xml_reader_would_misread_is_refused_and_writes_nothing() {
+        // 0xA4 is the euro sign in ISO-8859-15, and ¤ in the ISO-8859-1 xml-rs took it for
+        let body = b"<?xml version=\"1.0\" encoding=\"iso-8859-15\"?>\n<methodResponse><params><param>\
+                         <value><string>\xa45\n</string></value></param></params></methodResponse>\n"
+            .to_vec();
+        let fake = Fake::peer(move |ask| match ask.mode {
+            1 => ok(&listing(["euro.txt"])),
+            _ => Reply::Close(http("200 OK", &body)),
+        });
+        let dir = TempDir::new();
+        let (run, _) = client(dir.path(), &fake.url, "");
+        assert_failed_naming(&run, &fake.url);
+        assert!(run.stderr.contains("\"iso-8859-15\" is not supported"), "stderr: {}", short(&run.stderr));
+        assert!(dir.names().is_empty(), "wrote {:?}", dir.names());
+    }
+
+    #[test]
     fn bad_base64_instead_of_a_file_is_reported_and_writes_nothing() {
         bad_then_good(|ask| (ask.mode == 2).then(|| ok("<base64>!!!not base64!!!</base64>")));
     }
@@ -938,6 +955,27 @@ mod floods {
         assert_eq!(dir.names(), ["wanted.txt"], "stderr: {}", short(&run.stderr));
         assert_eq!(dir.read("wanted.txt"), b"wanted bytes");
         assert_eq!(fake.fetched(), ["wanted.txt"]);
+    }
+
+    #[test]
+    fn a_listing_of_thousands_of_refused_names_is_a_few_lines_and_counts_each() {
+        let mut names: Vec<String> = (0..2000).map(|i| format!("../escape-{i}.txt")).collect();
+        names.push("good.txt".into());
+        let answer = Arc::new(listing(&names));
+        let fake = Fake::peer(move |ask| match ask.mode {
+            1 => ok(&answer),
+            _ => ok(&text("good bytes")),
+        });
+        let dir = TempDir::new();
+        let (run, took) = client(dir.path(), &fake.url, "txt");
+        assert!(took < GIVE_UP, "client took {took:?}");
+        assert_failed_naming(&run, &fake.url);
+        assert_eq!(dir.names(), ["good.txt"]);
+        let lines: Vec<&str> = run.stderr.lines().collect();
+        assert_eq!(lines.len(), 6, "five names shown, then one line for the rest: {}", short(&run.stderr));
+        assert!(lines[0].contains("\"../escape-0.txt\", which is refused"), "{}", lines[0]);
+        assert!(lines[5].contains("1995 more names that are refused (2000 in all)"), "{}", lines[5]);
+        assert!(run.stdout.contains("1 fetched, 0 skipped, 2000 failed"), "{}", run.stdout);
     }
 
     /// An answer that starts like `value` and then never ends: spaces at full speed.
@@ -1114,6 +1152,9 @@ mod request_names {
             t.assert_refused(name, t.call("<int>2</int>", &text(name)));
             t.assert_refused(name, t.call("<int>7</int>", &text(name)));
         }
+        // the fault's words, without the name: a client's error line names the file once
+        let missing = t.call("<int>2</int>", &text("missing.txt")).expect("an answer");
+        assert!(missing.contains("no such file") && !missing.contains("missing.txt"), "{}", short(&missing));
         t.assert_serves();
     }
 
@@ -1237,6 +1278,22 @@ mod request_types {
 
 mod request_documents {
     use super::*;
+
+    #[test]
+    fn a_call_in_an_encoding_the_xml_reader_would_misread_is_refused_as_such() {
+        // a Python client made with ServerProxy(url, encoding="iso-8859-15") asking for "€":
+        // read as ISO-8859-1 that is "¤", another name, which could be another file
+        let t = Target::new();
+        fs::write(t.share.join("\u{a4}"), "not the file asked for").unwrap();
+        let call = call_xml(&t.token(), "<int>2</int>", "<string>\u{a4}</string>");
+        let call =
+            call.replace("<?xml version=\"1.0\"?>", "<?xml version=\"1.0\" encoding=\"iso-8859-15\"?>");
+        let body: Vec<u8> = call.chars().map(|c| if c == '\u{a4}' { 0xa4 } else { c as u8 }).collect();
+        let answer = t.post(&body).expect("an answer");
+        assert!(answer.contains("<fault>") && answer.contains("not supported"), "{}", short(&answer));
+        assert!(!answer.contains("not the file asked for"), "{}", short(&answer));
+        t.assert_serves();
+    }
 
     #[test]
     fn a_call_declaring_thousands_of_namespaces_is_refused_as_such() {

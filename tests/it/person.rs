@@ -827,17 +827,14 @@ mod plain_words {
 
     #[test]
     fn a_file_gone_since_its_listing_is_named_once() {
-        // The node's listing stays cached while its folder's time stays the same: the file
-        // goes, the folder's time is put back, and the node still lists the name, as it
-        // would for a client that listed just before the file went.
-        let (shared, node) = node_sharing(&[("gone.txt", b"gone\n"), ("kept.txt", b"kept\n")], &[]);
-        let old = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
-        let folder = std::fs::File::open(shared.path()).unwrap();
-        folder.set_modified(old).unwrap();
-        let listed = tinyp2p(TempDir::new().path(), &[PW, "list", &node.url]);
-        assert!(listed.stdout.contains("\"gone.txt\""), "{}", listed.stdout);
-        std::fs::remove_file(shared.path().join("gone.txt")).unwrap();
-        folder.set_modified(old).unwrap();
+        // A node that listed a name, and whose file went before it was asked for, answers
+        // with the fault a Rust node gives then.
+        use crate::hostile::{fault, listing, ok, text};
+        let node = crate::hostile::Fake::peer(|ask| match (ask.mode, ask.arg.as_str()) {
+            (1, _) => ok(&listing(["gone.txt", "kept.txt"])),
+            (_, "kept.txt") => ok(&text("kept\n")),
+            _ => fault("no such file"),
+        });
         let dir = TempDir::new();
         let run = tinyp2p(dir.path(), &[PW, "client", &node.url, "."]);
         assert_eq!(run.status.code(), Some(1), "{}", run.stderr);

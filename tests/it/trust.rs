@@ -797,6 +797,33 @@ mod swapped_folders {
         assert!(names(&s.node).is_err(), "a listing of a deleted folder");
         assert!(peers(&s.node).contains(&s.node.url), "the node lives on");
     }
+
+    #[test]
+    fn a_file_and_a_folder_changed_with_their_times_put_back_are_served_as_they_are_now() {
+        // What a node keeps (a file's survey, the folder's listing) goes with the change time:
+        // `touch -d` can put an mtime back, never a ctime.
+        let dir = TempDir::new();
+        dir.write("same.txt", "a".repeat(1000));
+        let node = node(dir.path(), &[("TINYP2P_TIMEOUT", TIMEOUT)], None, &[]);
+        // a node keeps what it read only once the file or folder is 2 s old
+        std::thread::sleep(Duration::from_millis(2100));
+        let listing =
+            |names: &[&str]| Ok(Value::Array(vec![Value::Array(names.iter().map(|&n| n.into()).collect())]));
+        assert_eq!(get(&node, "same.txt"), Ok(Value::String("a".repeat(1000))));
+        assert_eq!(names(&node), listing(&["same.txt"]));
+        let (file, folder) = (dir.path().join("same.txt"), fs::File::open(dir.path()).unwrap());
+        let (file_time, folder_time) = (
+            fs::metadata(&file).unwrap().modified().unwrap(),
+            folder.metadata().unwrap().modified().unwrap(),
+        );
+        // the same size, other bytes (and so another survey), and a new name
+        fs::write(&file, "&".repeat(1000)).unwrap();
+        fs::File::options().write(true).open(&file).unwrap().set_modified(file_time).unwrap();
+        dir.write("new.txt", "new");
+        folder.set_modified(folder_time).unwrap();
+        assert_eq!(get(&node, "same.txt"), Ok(Value::String("&".repeat(1000))));
+        assert_eq!(names(&node), listing(&["new.txt", "same.txt"]));
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1026,9 +1053,8 @@ mod ending_a_node {
     #[test]
     fn patterns_of_megabytes_are_answered_but_not_kept() {
         let dir = share();
-        // a folder older than the settle time: its listing, and the answers made from it, are kept
-        let aged = Command::new("touch").args(["-m", "-d", "2000-01-01"]).arg(dir.path()).status();
-        assert!(aged.is_ok_and(|s| s.success()), "touch could not age the folder");
+        // a folder changed over 2 s ago: its listing, and the answers made from it, are kept
+        std::thread::sleep(Duration::from_millis(2100));
         let node = Node::rust(PW, dir.path(), &[]);
         let token = common::token(PW, &node.url);
         for i in 0..40 {
