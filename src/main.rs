@@ -938,8 +938,11 @@ struct Node {
 struct Peers {
     /// The URLs, in the order they came.
     list: Vec<String>,
-    /// The same URLs.
+    /// The same URLs, and the other spellings of this node's own, which are never listed.
     seen: HashSet<String>,
+    /// Other spellings of peers that did not answer, each with the URL it stands for: a node
+    /// heard of by one of them is that peer, come up under the URL it goes by.
+    aliases: HashMap<String, String>,
 }
 
 impl Peers {
@@ -951,6 +954,9 @@ impl Peers {
     /// Appends every valid URL not yet known, in order, up to MAX_PEERS.
     fn merge<'a>(&mut self, urls: impl IntoIterator<Item = &'a str>) {
         for url in urls {
+            if let Some(spelt) = self.aliases.remove(url) {
+                self.remove(&spelt);
+            }
             if self.list.len() < MAX_PEERS && self.is_new(url) {
                 self.seen.insert(url.to_string());
                 self.list.push(url.to_string());
@@ -1044,6 +1050,7 @@ impl Node {
     /// A node known as `url`, sharing the current folder, its list holding `peers` and itself.
     fn new(caller: Caller, url: String, peers: &[String]) -> Node {
         let mut list = Peers::default();
+        list.seen.extend(spellings(&url)); // `localhost` for a node started as 127.0.0.1 is this node
         list.merge(peers.iter().map(String::as_str).chain([url.as_str()]));
         Node {
             url,
@@ -1735,7 +1742,13 @@ fn join(node: &Node, given: &[String]) {
 /// any list holding it goes out. True if the peer answered.
 fn settle(node: &Node, url: &str) -> bool {
     let me = Value::Array(vec![Value::from(node.url.as_str())]);
-    merge_answer(node, url, node.caller.offer_by_any_name(url, me))
+    let answered = node.caller.offer_by_any_name(url, me);
+    // one that answers, but not as a node of this network (no spelling takes the password),
+    // is left out rather than handed on
+    if answered.as_ref().is_err_and(|e| !e.is::<NoAnswer>()) {
+        lock(&node.peers).remove(url);
+    }
+    merge_answer(node, url, answered)
 }
 
 /// Sends our peer list to `url` and merges the list it answers; warns if that fails.
@@ -1745,7 +1758,8 @@ fn introduce(node: &Node, url: &str) {
 }
 
 /// Merges the peer list that the peer called as `url` answered by the URL `by`, which
-/// replaces `url` if it differs, or warns that the call failed; true if it answered.
+/// replaces `url` if it differs, or warns that the call failed (a peer that did not answer is
+/// replaced by another spelling of its address once one is heard of); true if it answered.
 fn merge_answer(node: &Node, url: &str, answered: Result<(String, Value)>) -> bool {
     match answered.and_then(|(by, answer)| Ok((strings(&answer, &by)?, by))) {
         Ok((urls, by)) => {
@@ -1762,6 +1776,10 @@ fn merge_answer(node: &Node, url: &str, answered: Result<(String, Value)>) -> bo
         }
         Err(e) => {
             node.note(error_line(format_args!("warning: cannot join: {e:#}")));
+            if e.is::<NoAnswer>() {
+                let aliases = spellings(url).into_iter().map(|alias| (alias, url.to_string()));
+                lock(&node.peers).aliases.extend(aliases);
+            }
             false
         }
     }
@@ -2054,11 +2072,13 @@ fn host_and_port(url: &str) -> Option<(&str, &str)> {
 /// addresses.
 fn spellings(base: &str) -> Vec<String> {
     let Some((host, port)) = host_and_port(base) else { return vec![] };
+    // the port as a number: `:080` is port 80, and a node started on it goes by `:80`
+    let Ok(port) = port.parse::<u16>() else { return vec![] };
     let loopback = ["127.0.0.1", "localhost", "[::1]"];
     let hosts: Vec<String> = if loopback.contains(&host) || host.starts_with("127.") {
         loopback.map(String::from).to_vec()
     } else {
-        let addrs = (host.trim_matches(['[', ']']), port.parse().unwrap_or(0)).to_socket_addrs();
+        let addrs = (host.trim_matches(['[', ']']), port).to_socket_addrs();
         let ip = |a: SocketAddr| if a.is_ipv6() { format!("[{}]", a.ip()) } else { a.ip().to_string() };
         addrs.map(|addrs| addrs.map(ip).collect()).unwrap_or_default()
     };
@@ -2453,7 +2473,9 @@ static CTRL_C: AtomicBool = AtomicBool::new(false);
 /// with a prompt and line editing on a terminal; true if every command succeeded.
 fn run_shell(node: &Node) -> Result<bool> {
     *lock(&node.log) = Some(VecDeque::new());
-    let mut editor = if io::stdin().is_terminal() { Some(rustyline::DefaultEditor::new()?) } else { None };
+    // line editing draws on stdout: with stdout in a file, plain lines are read, as from a pipe
+    let terminal = io::stdin().is_terminal() && io::stdout().is_terminal();
+    let mut editor = if terminal { Some(rustyline::DefaultEditor::new()?) } else { None };
     PROMPT.store(editor.is_some(), Relaxed);
     if editor.is_some()
         && let Ok(terminal) = tcgetattr(io::stdin())
@@ -2461,30 +2483,40 @@ fn run_shell(node: &Node) -> Result<bool> {
         let _ = TERMINAL.set(terminal.into());
     }
     let mut ok = true;
-    while let Some(line) = read_command(&mut editor) {
-        let line = line.trim();
-        let (command, arg) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-        match (command, arg.trim()) {
-            ("", _) => {}
-            ("exit" | "quit", _) => break,
-            ("help", _) => say(SHELL_HELP),
-            ("peers", _) => {
-                let mark = |url: &String| if *url == node.url { " (this node)" } else { "" };
-                lock(&node.peers).list.iter().for_each(|url| say(format_args!("{url}{}", mark(url))));
-            }
-            ("log", _) => lock(&node.log).iter().flatten().for_each(say),
-            ("fetch", "") => {
-                say_err(error_line("fetch takes a PATTERN ('.' fetches everything)"));
-                ok = false;
-            }
-            ("ls" | "fetch", pattern) => ok &= look_or_fetch(node, pattern, command == "ls"),
-            (other, _) => {
-                say_err(error_line(format_args!("unknown command {other:?}; help lists the commands")));
-                ok = false;
-            }
+    while let Some(text) = read_command(&mut editor) {
+        // several lines pasted at the prompt come as one text: each line is a command
+        for line in text.lines() {
+            let Some(done) = command(node, line) else { return Ok(ok) };
+            ok &= done;
         }
     }
     Ok(ok)
+}
+
+/// Runs one command line of the shell: whether it went well, or `None` for `exit`.
+fn command(node: &Node, line: &str) -> Option<bool> {
+    let line = line.trim();
+    let (command, arg) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+    match (command, arg.trim()) {
+        ("", _) => {}
+        ("exit" | "quit", _) => return None,
+        ("help", _) => say(SHELL_HELP),
+        ("peers", _) => {
+            let mark = |url: &String| if *url == node.url { " (this node)" } else { "" };
+            lock(&node.peers).list.iter().for_each(|url| say(format_args!("{url}{}", mark(url))));
+        }
+        ("log", _) => lock(&node.log).iter().flatten().for_each(say),
+        ("fetch", "") => {
+            say_err(error_line("fetch takes a PATTERN ('.' fetches everything)"));
+            return Some(false);
+        }
+        ("ls" | "fetch", pattern) => return Some(look_or_fetch(node, pattern, command == "ls")),
+        (other, _) => {
+            say_err(error_line(format_args!("unknown command {other:?}; help lists the commands")));
+            return Some(false);
+        }
+    }
+    Some(true)
 }
 
 /// The next command line: at the prompt on a terminal (Ctrl-C there gives a new prompt),

@@ -422,6 +422,44 @@ print(at_prompt, flags(), status, paste_off)
         assert!(!shown.screen.contains("unknown command"), "the half command ran:\n{}", shown.dump());
     }
 
+    #[test]
+    fn lines_typed_ahead_or_pasted_together_each_run_in_turn() {
+        let dir = folder(&[MINE]);
+        let keys = [
+            Key::Expect(PROMPT),
+            // two commands at once, as typed ahead, or pasted where there is no bracketed paste
+            Key::Send("peers\rls\r"),
+            Key::Expect("1 name on 1 node"),
+            Key::Expect(PROMPT),
+            // a bracketed paste of two lines, then Enter
+            Key::Send("\x1b[200~ls mine\rpeers\r\x1b[201~"),
+            Key::Send("\r"),
+            Key::Expect("1 name on 1 node"),
+            Key::Expect("(this node)"),
+            Key::Expect(PROMPT),
+            Key::Send("exit\r"),
+        ];
+        let shown = shell(&dir, &[], &[], &keys);
+        assert_eq!(shown.status, Some(0), "{}", shown.dump());
+        let screen = lines(&shown.screen);
+        let count = |end: &str| screen.iter().filter(|l| l.ends_with(end)).count();
+        assert_eq!((count("(this node)"), count("1 name on 1 node")), (2, 2), "{}", shown.dump());
+    }
+
+    #[test]
+    fn with_stdout_in_a_file_it_reads_plain_lines_and_the_file_holds_only_the_answers() {
+        let dir = folder(&[MINE]);
+        let script = "exec \"$0\" \"$1\" shell 127.0.0.1 0 > answers.txt";
+        let program = ["sh", "-c", script, common::bin(), PW];
+        let keys = [Key::Expect("listening on"), Key::Send("peers\rexit\r")];
+        let shown = common::terminal(dir.path(), &[], &keys, &program);
+        assert_eq!(shown.status, Some(0), "{}", shown.dump());
+        let answers = String::from_utf8(dir.read("answers.txt")).unwrap();
+        assert!(answers.ends_with(" (this node)\n") && answers.lines().count() == 1, "{answers:?}");
+        // the terminal echoed what was typed: nobody typed blind
+        assert!(lines(&shown.screen).contains(&"peers"), "{}", shown.dump());
+    }
+
     /// A fake node offering `endless.bin`, whose download goes as `download` says.
     fn offering(download: fn() -> Reply) -> Fake {
         Fake::start(move |mode, own| match mode {

@@ -1277,6 +1277,57 @@ mod joins {
         Fake::start(|_, _| Reply::Hold(Vec::new()))
     }
 
+    /// A Rust node of password `password` serving `dir` as `http://127.0.0.1:PORT`, joining `peers`.
+    fn node_on(password: &str, dir: &Path, port: u16, peers: &[&str]) -> Node {
+        let mut cmd = common::tinyp2p();
+        cmd.args([password, "server", "127.0.0.1", &port.to_string()]).args(peers).current_dir(dir);
+        Node::start(cmd)
+    }
+
+    #[test]
+    fn a_peer_given_by_another_spelling_while_down_is_known_by_its_own_url_once_up() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (spelt, own) = (format!("http://localhost:{port}"), format!("http://127.0.0.1:{port}"));
+        let (early_dir, late_dir, third_dir) = (share(), share(), share());
+        let early = node(early_dir.path(), &[("TINYP2P_TIMEOUT", "2")], None, &[&spelt]);
+        let late = node_on(PW, late_dir.path(), port, &[&early.url]);
+        assert_eq!(late.url, own);
+        let heard = common::eventually(Duration::from_secs(5), || peers(&early).contains(&own));
+        assert!(heard, "the early node never heard of {own}: {:?}", peers(&early));
+        let third = node(third_dir.path(), &[], None, &[&early.url]);
+        for node in [&early, &late, &third] {
+            let list = peers(node);
+            assert!(
+                !list.contains(&spelt),
+                "{} lists {spelt}, another spelling of {own}: {list:?}",
+                node.url
+            );
+            assert_eq!(list.iter().filter(|url| **url == own).count(), 1, "{}: {list:?}", node.url);
+        }
+    }
+
+    #[test]
+    fn a_peer_given_that_no_spelling_takes_the_password_of_is_left_out() {
+        let (other_dir, dir) = (share(), share());
+        let other = node_on("another network", other_dir.path(), 0, &[]);
+        let joiner = node(dir.path(), &[], None, &[&other.url]);
+        assert_eq!(peers(&joiner), std::slice::from_ref(&joiner.url));
+        assert!(log_lines(&joiner, "wrong password").len() == 1, "{:?}", notes(&joiner));
+    }
+
+    #[test]
+    fn a_peer_given_with_a_leading_zero_in_its_port_is_known_by_the_url_it_goes_by() {
+        let (first_dir, dir) = (share(), share());
+        let first = node(first_dir.path(), &[], None, &[]);
+        let port = first.url.rsplit_once(':').unwrap().1;
+        let joiner = node(dir.path(), &[], None, &[&format!("http://127.0.0.1:0{port}")]);
+        let mut list = peers(&joiner);
+        list.sort();
+        let mut want = vec![first.url.clone(), joiner.url.clone()];
+        want.sort();
+        assert_eq!(list, want);
+    }
+
     #[test]
     fn a_first_peer_that_never_answers_delays_neither_listening_nor_the_rest_of_the_join() {
         let silent = silent();
