@@ -938,25 +938,21 @@ struct Node {
 struct Peers {
     /// The URLs, in the order they came.
     list: Vec<String>,
-    /// The same URLs, and the other spellings of this node's own, which are never listed.
+    /// The same URLs.
     seen: HashSet<String>,
-    /// Other spellings of peers that did not answer, each with the URL it stands for: a node
-    /// heard of by one of them is that peer, come up under the URL it goes by.
-    aliases: HashMap<String, String>,
+    /// Other spellings of this node's own URL, which are never listed (see `own_spellings`).
+    own: HashSet<String>,
 }
 
 impl Peers {
     /// Whether `url` is a valid peer URL not known yet.
     fn is_new(&self, url: &str) -> bool {
-        valid_peer_url(url) && !self.seen.contains(url)
+        valid_peer_url(url) && !self.seen.contains(url) && !self.own.contains(url)
     }
 
     /// Appends every valid URL not yet known, in order, up to MAX_PEERS.
     fn merge<'a>(&mut self, urls: impl IntoIterator<Item = &'a str>) {
         for url in urls {
-            if let Some(spelt) = self.aliases.remove(url) {
-                self.remove(&spelt);
-            }
             if self.list.len() < MAX_PEERS && self.is_new(url) {
                 self.seen.insert(url.to_string());
                 self.list.push(url.to_string());
@@ -1004,7 +1000,8 @@ fn serve(caller: Caller, host: &str, port: u16, peers: &[String], shell: bool) -
     raise_fd_limit();
     let listener = Arc::new(listen(host.trim_matches(['[', ']']), port, caller.settings.timeout)?);
     let port = listener.local_addr().context("no local address")?.port();
-    let node = Arc::new(Node::new(caller, node_url(host, port), peers));
+    let own = own_spellings(listener.local_addr().context("no local address")?);
+    let node = Arc::new(Node::new(caller, node_url(host, port), peers, own));
     Pool::start(&node, listener)?;
     let (joined, join_done) = mpsc::channel();
     let (joiner, given) = (node.clone(), peers.to_vec());
@@ -1047,10 +1044,11 @@ fn say_hello(node: &Node, host: &str, files: usize, left_out: &BTreeMap<&str, us
 }
 
 impl Node {
-    /// A node known as `url`, sharing the current folder, its list holding `peers` and itself.
-    fn new(caller: Caller, url: String, peers: &[String]) -> Node {
-        let mut list = Peers::default();
-        list.seen.extend(spellings(&url)); // `localhost` for a node started as 127.0.0.1 is this node
+    /// A node known as `url`, sharing the current folder, its list holding `peers` and itself
+    /// (and none of the `own` other spellings of its URL).
+    fn new(caller: Caller, url: String, peers: &[String], own: HashSet<String>) -> Node {
+        let mut list = Peers { own, ..Peers::default() };
+        list.own.remove(&url);
         list.merge(peers.iter().map(String::as_str).chain([url.as_str()]));
         Node {
             url,
@@ -1187,6 +1185,13 @@ type Changed = (i64, i64);
 /// The change time of a file or folder.
 fn changed(meta: &fs::Metadata) -> Changed {
     (meta.ctime(), meta.ctime_nsec())
+}
+
+/// The URLs that reach a node listening on `local` (`http://127.0.0.1:P`, and `localhost` for
+/// loopback): a peer list holding one of them besides the node's own URL lists it twice.
+fn own_spellings(local: SocketAddr) -> HashSet<String> {
+    let localhost = local.ip().is_loopback().then(|| format!("http://localhost:{}", local.port()));
+    HashSet::from_iter([format!("http://{local}")].into_iter().chain(localhost))
 }
 
 /// Whether a change time is over SETTLE ago (one before 1970, as SMB or FUSE may give, is).
@@ -1721,7 +1726,8 @@ const MOST_PROBES: usize = 128;
 /// over the growing list did, but in waves of parallel calls, each peer tried once. The
 /// peers a person gave are settled first (see `settle`).
 fn join(node: &Node, given: &[String]) {
-    let given: Vec<String> = given.iter().filter(|url| **url != node.url).cloned().collect();
+    let mine = |url: &str| url == node.url || lock(&node.peers).own.contains(url);
+    let given: Vec<String> = given.iter().filter(|url| !mine(url)).cloned().collect();
     let settled = parallel(&given, CLIENT_WORKERS, |url| settle(node, url));
     // a peer given that did not answer has had its warning: the walk does not try it again
     let mut tried: HashSet<String> =
@@ -1743,11 +1749,15 @@ fn join(node: &Node, given: &[String]) {
 fn settle(node: &Node, url: &str) -> bool {
     let me = Value::Array(vec![Value::from(node.url.as_str())]);
     let answered = node.caller.offer_by_any_name(url, me);
-    // one that answers, but not as a node of this network (no spelling takes the password),
-    // is left out rather than handed on
-    if answered.as_ref().is_err_and(|e| !e.is::<NoAnswer>()) {
-        lock(&node.peers).remove(url);
-    }
+    // one that answers, but takes the password under no spelling, is a node of another
+    // network (or of a URL nobody gave): left out rather than handed on
+    let answered = answered.map_err(|e| match e.downcast::<Refused>() {
+        Ok(Refused(why)) => {
+            lock(&node.peers).remove(url);
+            anyhow!("{why}; left out of the peer list")
+        }
+        Err(e) => e,
+    });
     merge_answer(node, url, answered)
 }
 
@@ -1758,8 +1768,7 @@ fn introduce(node: &Node, url: &str) {
 }
 
 /// Merges the peer list that the peer called as `url` answered by the URL `by`, which
-/// replaces `url` if it differs, or warns that the call failed (a peer that did not answer is
-/// replaced by another spelling of its address once one is heard of); true if it answered.
+/// replaces `url` if it differs, or warns that the call failed; true if it answered.
 fn merge_answer(node: &Node, url: &str, answered: Result<(String, Value)>) -> bool {
     match answered.and_then(|(by, answer)| Ok((strings(&answer, &by)?, by))) {
         Ok((urls, by)) => {
@@ -1776,10 +1785,6 @@ fn merge_answer(node: &Node, url: &str, answered: Result<(String, Value)>) -> bo
         }
         Err(e) => {
             node.note(error_line(format_args!("warning: cannot join: {e:#}")));
-            if e.is::<NoAnswer>() {
-                let aliases = spellings(url).into_iter().map(|alias| (alias, url.to_string()));
-                lock(&node.peers).aliases.extend(aliases);
-            }
             false
         }
     }
@@ -1855,6 +1860,16 @@ impl Transport for Answered {
 struct NoAnswer(String);
 
 impl fmt::Display for NoAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A node that refused the password under every spelling of its address tried.
+#[derive(Debug)]
+struct Refused(String);
+
+impl fmt::Display for Refused {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str(&self.0)
     }
@@ -1996,11 +2011,11 @@ impl Caller {
         }
         let tried =
             if others.is_empty() { String::new() } else { format!(" (also tried {})", others.join(", ")) };
-        bail!(
+        Err(anyhow::Error::msg(Refused(format!(
             "wrong password for {}{tried}: the node refused its token, which is bound to the password \
              and to the URL the node was started as",
             node_base(url)
-        )
+        ))))
     }
 
     /// The names a peer lists for `pattern` (its answer `[[names]]`).
@@ -2464,7 +2479,8 @@ log             the latest requests this node answered
 help            these lines
 exit, quit      stop the node (so does the end of input)";
 
-/// Set while the shell reads a terminal: Ctrl-C then interrupts a command, never the program.
+/// Set while the shell reads a terminal (its output may go to a file): Ctrl-C then interrupts
+/// a command, never the program.
 static PROMPT: AtomicBool = AtomicBool::new(false);
 /// Set by Ctrl-C on the shell's terminal since its last prompt.
 static CTRL_C: AtomicBool = AtomicBool::new(false);
@@ -2476,7 +2492,7 @@ fn run_shell(node: &Node) -> Result<bool> {
     // line editing draws on stdout: with stdout in a file, plain lines are read, as from a pipe
     let terminal = io::stdin().is_terminal() && io::stdout().is_terminal();
     let mut editor = if terminal { Some(rustyline::DefaultEditor::new()?) } else { None };
-    PROMPT.store(editor.is_some(), Relaxed);
+    PROMPT.store(io::stdin().is_terminal(), Relaxed);
     if editor.is_some()
         && let Ok(terminal) = tcgetattr(io::stdin())
     {
@@ -2488,6 +2504,9 @@ fn run_shell(node: &Node) -> Result<bool> {
         for line in text.lines() {
             let Some(done) = command(node, line) else { return Ok(ok) };
             ok &= done;
+            if CTRL_C.swap(false, Relaxed) {
+                break; // the person interrupted: the rest of what was pasted is not run
+            }
         }
     }
     Ok(ok)
@@ -2527,6 +2546,7 @@ fn read_command(editor: &mut Option<rustyline::DefaultEditor>) -> Option<String>
     let Some(editor) = editor else {
         let mut line = Vec::new();
         let read = io::stdin().lock().read_until(b'\n', &mut line);
+        CTRL_C.store(false, Relaxed); // one pressed while nothing ran was for no command
         return read.ok().filter(|&n| n > 0).map(|_| String::from_utf8_lossy(&line).into_owned());
     };
     loop {
