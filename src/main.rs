@@ -11,8 +11,8 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufWriter, Cursor, IsTerminal, Read, Seek, Write};
 use std::mem::ManuallyDrop;
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
@@ -1027,7 +1027,7 @@ fn say_hello(node: &Node, host: &str, files: usize, left_out: &BTreeMap<&str, us
         if left_out.is_empty() { String::new() } else { format!(" (left out: {})", left_out.join(", ")) };
     let folder = fs::canonicalize(".").map_or("a folder deleted".into(), |f| printable(&f.to_string_lossy()));
     let (quiet, url) = (node.caller.settings.quiet, &node.url);
-    let nowhere = host.trim_matches(['[', ']']).parse().is_ok_and(|ip: std::net::IpAddr| ip.is_unspecified());
+    let nowhere = host.trim_matches(['[', ']']).parse().is_ok_and(|ip: IpAddr| ip.is_unspecified());
     if !quiet {
         say_err(format_args!("sharing {} from {folder}{left_out}", plural(files, "file")));
     }
@@ -1187,10 +1187,12 @@ fn changed(meta: &fs::Metadata) -> Changed {
     (meta.ctime(), meta.ctime_nsec())
 }
 
-/// The URLs that reach a node listening on `local` (`http://127.0.0.1:P`, and `localhost` for
-/// loopback): a peer list holding one of them besides the node's own URL lists it twice.
+/// The URLs that reach a node listening on `local` (`http://127.0.0.1:P`, and `localhost` on
+/// 127.0.0.1 or ::1): a peer list holding one of them besides the node's own URL lists it twice.
 fn own_spellings(local: SocketAddr) -> HashSet<String> {
-    let localhost = local.ip().is_loopback().then(|| format!("http://localhost:{}", local.port()));
+    // not on 127.0.1.1 (a Debian host name): `localhost` is another node's address there
+    let loopback = [IpAddr::from(Ipv4Addr::LOCALHOST), IpAddr::from(Ipv6Addr::LOCALHOST)];
+    let localhost = loopback.contains(&local.ip()).then(|| format!("http://localhost:{}", local.port()));
     HashSet::from_iter([format!("http://{local}")].into_iter().chain(localhost))
 }
 
@@ -2492,7 +2494,10 @@ fn run_shell(node: &Node) -> Result<bool> {
     // line editing draws on stdout: with stdout in a file, plain lines are read, as from a pipe
     let terminal = io::stdin().is_terminal() && io::stdout().is_terminal();
     let mut editor = if terminal { Some(rustyline::DefaultEditor::new()?) } else { None };
-    PROMPT.store(io::stdin().is_terminal(), Relaxed);
+    // Ctrl-C reaches the whole pipeline: with the output piped on (`| tee`), it ends the shell too
+    let piped = fs::metadata("/proc/self/fd/1")
+        .is_ok_and(|out| out.file_type().is_fifo() || out.file_type().is_socket());
+    PROMPT.store(io::stdin().is_terminal() && !piped, Relaxed);
     if editor.is_some()
         && let Ok(terminal) = tcgetattr(io::stdin())
     {
@@ -2968,6 +2973,20 @@ mod tests {
 
     mod names {
         use super::*;
+
+        #[test]
+        fn a_node_s_own_spellings_are_its_socket_s_address_and_localhost_only_on_127_0_0_1_or_1() {
+            let own = |addr: &str| {
+                let mut own: Vec<String> = own_spellings(addr.parse().unwrap()).into_iter().collect();
+                own.sort();
+                own
+            };
+            assert_eq!(own("127.0.0.1:80"), ["http://127.0.0.1:80", "http://localhost:80"]);
+            assert_eq!(own("[::1]:80"), ["http://[::1]:80", "http://localhost:80"]);
+            // a Debian host name's address: `localhost` there is 127.0.0.1, another socket
+            assert_eq!(own("127.0.1.1:80"), ["http://127.0.1.1:80"]);
+            assert_eq!(own("0.0.0.0:80"), ["http://0.0.0.0:80"]);
+        }
 
         #[test]
         fn plain_names_pass_and_paths_or_control_characters_do_not() {

@@ -468,6 +468,16 @@ print(at_prompt, flags(), status, paste_off)
         assert!(lines(&shown.screen).iter().any(|l| l.ends_with("peers")), "{}", shown.dump());
     }
 
+    #[test]
+    fn with_its_output_piped_on_ctrl_c_ends_the_shell_as_it_ends_the_rest_of_the_pipeline() {
+        // Ctrl-C ends `cat` too: a shell left running would answer into a closed pipe, unheard
+        let dir = folder(&[MINE]);
+        let program = ["sh", "-c", "\"$0\" \"$1\" shell 127.0.0.1 0 | cat", common::bin(), PW];
+        let keys = [Key::Send("nosuch\r"), Key::Expect("unknown command"), Key::Send("\x03")];
+        let shown = common::terminal(dir.path(), &[], &keys, &program);
+        assert_eq!(shown.status, Some(130), "the pipeline did not end: {}", shown.dump());
+    }
+
     /// A fake node offering `endless.bin`, whose download goes as `download` says.
     fn offering(download: fn() -> Reply) -> Fake {
         Fake::start(move |mode, own| match mode {
