@@ -52,7 +52,8 @@ const HELP: &str = "
 PW is the network's password; '-' reads it from TINYP2P_PASSWORD instead, so it stays out
 of the process list. A node is known as http://HOST:PORT, exactly as started (PORT 0 picks a
 free port): give other nodes the address they can reach. PATTERN is a regular expression
-searched in each name: '\\.txt$', 'report', '.' for all. -q (--quiet) prints only errors.
+searched in each name: '\\.txt$', 'report', '.' for all. -q (--quiet) prints only errors
+and what was asked for (a node's URL, list's names).
 
 settings (environment):
   TINYP2P_TIMEOUT      seconds to connect, and for any read or write to stall (default 10)
