@@ -2154,9 +2154,10 @@ impl<R: Read> Read for Meter<'_, R> {
         std::iter::once(&self.report.totals).chain(&self.bar).for_each(|bar| bar.inc(n as u64));
         self.window.1 += n as u64;
         let (secs, limit) = (self.window.0.elapsed().as_secs_f64(), self.settings.speed_limit);
-        if secs >= self.settings.speed_time.as_secs_f64() {
+        let window = self.settings.speed_time.as_secs_f64(); // as set: 1.5 is not "2 s"
+        if secs >= window {
             if (self.window.1 as f64) < limit * secs {
-                return Err(io::Error::other(format!("it sent under {limit} bytes/s for {secs:.0} s")));
+                return Err(io::Error::other(format!("it sent under {limit} bytes/s for {window} s")));
             }
             self.window = (Instant::now(), 0);
         }

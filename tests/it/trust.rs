@@ -395,12 +395,14 @@ mod trickles {
 
     #[test]
     fn the_floor_and_its_window_are_settings() {
-        let env = [("TINYP2P_SPEED_LIMIT", "50"), ("TINYP2P_SPEED_TIME", "1")];
-        let short_window = abandoned(gigabyte_head(), &env, Some(": it sent under 50 bytes/s for 1 s"));
+        let env = [("TINYP2P_SPEED_LIMIT", "50"), ("TINYP2P_SPEED_TIME", "1.5")];
+        let short_window = abandoned(gigabyte_head(), &env, Some(": it sent under 50 bytes/s for 1.5 s"));
         let env = [("TINYP2P_SPEED_LIMIT", "50"), ("TINYP2P_SPEED_TIME", "3")];
         let long_window = abandoned(gigabyte_head(), &env, Some(": it sent under 50 bytes/s for 3 s"));
-        eprintln!("figures: abandoned after {short_window:?} (window 1 s) and {long_window:?} (window 3 s)");
-        assert!(short_window < Duration::from_secs(5), "window 1 s: took {short_window:?}");
+        eprintln!(
+            "figures: abandoned after {short_window:?} (window 1.5 s) and {long_window:?} (window 3 s)"
+        );
+        assert!(short_window < Duration::from_secs(5), "window 1.5 s: took {short_window:?}");
         assert!(long_window >= Duration::from_secs(3), "window 3 s: abandoned after {long_window:?}");
     }
 
