@@ -1146,14 +1146,14 @@ impl Node {
     /// file asked for again streams at once. A change that slips past them costs nothing
     /// worse than a failed transfer: the encoder checks every byte against the survey.
     fn survey(&self, file: &mut File, meta: &fs::Metadata) -> io::Result<Survey> {
-        let (secs, nanos) = changed(meta);
-        let stamp = [meta.dev(), meta.ino(), meta.len(), secs as u64, nanos as u64];
+        let changed = changed(meta);
+        let stamp = [meta.dev(), meta.ino(), meta.len(), changed.0 as u64, changed.1 as u64];
         if let Some(plan) = lock(&self.surveys).get(&stamp) {
             return Ok(*plan);
         }
         let plan = survey(file, meta.len())?;
         file.rewind()?;
-        if settled(changed(meta)) {
+        if settled(changed) {
             remember(&self.surveys, SURVEY_CACHE, stamp, plan);
         }
         Ok(plan)
