@@ -485,6 +485,15 @@ fn bad_content() -> String {
     "0123456789abcdef".repeat(128 * 1024)
 }
 
+/// A fake peer listing `names` and answering every file request with `content`.
+fn listing_peer(names: &[String], content: &'static str) -> Fake {
+    let answer = Arc::new(listing(names));
+    Fake::peer(move |ask| match ask.mode {
+        1 => ok(&answer),
+        _ => ok(&text(content)),
+    })
+}
+
 /// A fake peer that lists and serves `good.txt` (GOOD), honestly.
 pub(crate) fn good_peer() -> Fake {
     Fake::peer(|ask| match ask.mode {
@@ -943,11 +952,7 @@ mod floods {
     fn a_listing_of_200000_names_fetches_only_the_matching_one() {
         let mut many: Vec<String> = (0..200_000).map(|i| format!("other-{i}.dat")).collect();
         many.insert(100_000, "wanted.txt".into());
-        let answer = Arc::new(listing(&many));
-        let fake = Fake::peer(move |ask| match ask.mode {
-            1 => ok(&answer),
-            _ => ok(&text("wanted bytes")),
-        });
+        let fake = listing_peer(&many, "wanted bytes");
         let dir = TempDir::new();
         let (run, took) = client(dir.path(), &fake.url, "^wanted");
         assert!(took < GIVE_UP, "client took {took:?}");
@@ -961,11 +966,7 @@ mod floods {
     fn a_listing_of_thousands_of_refused_names_is_a_few_lines_and_counts_each() {
         let mut names: Vec<String> = (0..2000).map(|i| format!("../escape-{i}.txt")).collect();
         names.push("good.txt".into());
-        let answer = Arc::new(listing(&names));
-        let fake = Fake::peer(move |ask| match ask.mode {
-            1 => ok(&answer),
-            _ => ok(&text("good bytes")),
-        });
+        let fake = listing_peer(&names, "good bytes");
         let dir = TempDir::new();
         let (run, took) = client(dir.path(), &fake.url, "txt");
         assert!(took < GIVE_UP, "client took {took:?}");
