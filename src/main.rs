@@ -619,23 +619,27 @@ fn survey(src: &mut impl Read, size_hint: u64) -> io::Result<Survey> {
     }
 }
 
+/// The error of a file that changed while it was being sent.
+fn changed_midway() -> io::Error {
+    io::Error::other("the file changed while it was being sent")
+}
+
 /// The second pass: writes a file's encoded content, failing rather than sending bytes that
-/// differ from what the survey promised (the file changed under us). `sent` counts the
-/// encoded bytes written.
-fn encode(mut src: impl Read, plan: Survey, out: &mut impl Write, sent: &mut u64) -> io::Result<()> {
-    let changed = || io::Error::other("the file changed while it was being sent");
+/// differ from what the survey promised (the file changed under us).
+fn encode(mut src: impl Read, plan: Survey, out: &mut impl Write) -> io::Result<()> {
+    let mut sent = 0u64;
     let mut raw = Vec::with_capacity(buffer_for(plan.raw, CHUNK) + 4);
     let mut encoded = Vec::with_capacity(buffer_for(plan.encoded, 2 * CHUNK));
     let mut raw_left = plan.raw;
     while raw_left > 0 {
         let step = buffer_for(raw_left, if plan.text { CHUNK } else { B64_CHUNK });
         if src.by_ref().take(step as u64).read_to_end(&mut raw)? < step {
-            return Err(changed());
+            return Err(changed_midway());
         }
         raw_left -= step as u64;
         encoded.clear();
         let used = if plan.text {
-            let whole = text_len(&raw, raw_left == 0).ok_or_else(changed)?;
+            let whole = text_len(&raw, raw_left == 0).ok_or_else(changed_midway)?;
             escape_into(&raw[..whole], &mut encoded);
             whole
         } else {
@@ -643,14 +647,14 @@ fn encode(mut src: impl Read, plan: Survey, out: &mut impl Write, sent: &mut u64
             raw.len()
         };
         raw.drain(..used);
-        if *sent + encoded.len() as u64 > plan.encoded {
-            return Err(changed());
+        if sent + encoded.len() as u64 > plan.encoded {
+            return Err(changed_midway());
         }
         out.write_all(&encoded)?;
-        *sent += encoded.len() as u64;
+        sent += encoded.len() as u64;
     }
-    let ended = src.read(&mut [0u8; 1])? == 0 && *sent == plan.encoded && raw.is_empty();
-    if ended { Ok(()) } else { Err(changed()) }
+    let ended = src.read(&mut [0u8; 1])? == 0 && sent == plan.encoded && raw.is_empty();
+    if ended { Ok(()) } else { Err(changed_midway()) }
 }
 
 /// The text before and after a streamed content value in a `<methodResponse>`: a
@@ -1311,7 +1315,7 @@ fn scan() -> io::Result<(Vec<String>, BTreeMap<&'static str, usize>)> {
     for entry in fs::read_dir(".")?.flatten() {
         let Ok(kind) = entry.file_type() else { continue };
         let why = match entry.file_name().into_string().ok().filter(|n| plain_name(n)) {
-            Some(name) if is_part(&name) => continue, // a client's unfinished download
+            Some(name) if is_part(&name) => "unfinished downloads",
             // the directory's own file types spare a system call per regular file
             Some(name) if kind.is_file() || (kind.is_symlink() && servable(&name).is_some()) => {
                 names.push(name);
@@ -1627,25 +1631,25 @@ fn sockets_to(peer: Option<SocketAddr>) -> Vec<ManuallyDrop<TcpStream>> {
 fn send_content(request: Request, file: File, plan: Survey) -> io::Result<()> {
     let (head, tail) = content_frame(plan.text);
     let len = head.len() as u64 + plan.encoded + tail.len() as u64;
-    let version = request.http_version();
+    let (version, peer) = (request.http_version(), request.remote_addr().copied());
     let http = format!("HTTP/{version} 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {len}\r\n\r\n");
     let mut out =
         BufWriter::with_capacity(buffer_for(http.len() as u64 + len, SEND_BUFFER), request.into_writer());
     out.write_all(http.as_bytes())?;
     out.write_all(head.as_bytes())?;
-    let mut sent = 0;
-    let encoded = encode(file, plan, &mut out, &mut sent);
+    let before = changed(&file.metadata()?);
+    let encoded = encode(&file, plan, &mut out).and_then(|()| {
+        // rewritten in place at its size, a file keeps every length: only its change time tells
+        if changed(&file.metadata()?) == before { Ok(()) } else { Err(changed_midway()) }
+    });
     if encoded.is_err() {
-        // The file changed (perhaps seen only after its last byte). The head promised `len`
-        // bytes and the connection stays open, so a short answer would leave the client
-        // waiting: NUL bytes for the rest and the tail, which no XML parser takes, make
-        // it fail at once instead.
-        io::copy(&mut io::repeat(0).take(plan.encoded - sent + tail.len() as u64), &mut out)?;
-    } else {
-        out.write_all(tail.as_bytes())?;
+        // The head promised `len` bytes, and tiny_http keeps the connection open: the client
+        // would wait for the rest. Closed, the answer is cut short, and the client fails at once.
+        sockets_to(peer).iter().for_each(|socket| drop(socket.shutdown(std::net::Shutdown::Both)));
+        return encoded;
     }
-    out.flush()?;
-    encoded
+    out.write_all(tail.as_bytes())?;
+    out.flush()
 }
 
 /// Runs `work` on every item with at most `workers` threads; results keep item order.
@@ -2936,7 +2940,7 @@ mod tests {
         let plan = survey(&mut &content[..], content.len() as u64).unwrap();
         let (head, tail) = content_frame(plan.text);
         let mut answer = head.clone().into_bytes();
-        encode(content, plan, &mut answer, &mut 0).unwrap();
+        encode(content, plan, &mut answer).unwrap();
         assert_eq!(answer.len() as u64, head.len() as u64 + plan.encoded);
         answer.extend_from_slice(tail.as_bytes());
         answer
@@ -3128,7 +3132,7 @@ mod tests {
                 (b"a", b"\xc3"),
             ] {
                 let mut sent = Vec::new();
-                let result = encode(after, plan(before), &mut sent, &mut 0);
+                let result = encode(after, plan(before), &mut sent);
                 assert!(result.is_err(), "{before:?} -> {after:?} sent {sent:?}");
             }
         }

@@ -1597,32 +1597,82 @@ mod request_sizes {
 mod faults {
     use super::*;
 
-    #[test]
-    fn a_file_that_grows_while_it_is_sent_is_not_answered_as_whole() {
-        let share = TempDir::new();
-        share.write("big.txt", "x".repeat(64 << 20));
-        let node = Node::rust(PW, share.path(), &[]);
-        let body = call_xml(&common::token(PW, &node.url), "<int>2</int>", &text("big.txt"));
+    /// Asks `node` for a large `name` on a keep-alive connection, runs `change` once the
+    /// answer's head has come (the node still sending: the socket holds a few MB of 64), and
+    /// returns the length the head declared and the body that came before the node closed.
+    fn change_mid_answer(node: &Node, name: &str, change: impl FnOnce()) -> (usize, Vec<u8>) {
+        let body = call_xml(&common::token(PW, &node.url), "<int>2</int>", &text(name));
         let mut stream = TcpStream::connect(node.url.trim_start_matches("http://")).unwrap();
         stream.set_read_timeout(Some(GIVE_UP)).unwrap();
-        let request =
-            format!("POST /RPC2 HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n", body.len());
+        let request = format!("POST /RPC2 HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len());
         stream.write_all(format!("{request}{body}").as_bytes()).unwrap();
-        // The head has come; the node is still sending (the socket holds a few MB of 64).
         let mut answer = vec![0u8; 4096];
         let n = stream.read(&mut answer).unwrap();
         answer.truncate(n);
-        assert!(answer.starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&answer));
-        fs::OpenOptions::new()
-            .append(true)
-            .open(share.path().join("big.txt"))
-            .unwrap()
-            .write_all(b"more")
-            .unwrap();
-        stream.read_to_end(&mut answer).unwrap();
-        let end = String::from_utf8_lossy(&answer[answer.len() - 64..]).into_owned();
+        let head = String::from_utf8_lossy(&answer).into_owned();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head:?}");
+        change();
+        // keep-alive: the read ends only if the node closes the connection
+        let closed = stream.read_to_end(&mut answer);
+        assert!(closed.is_ok(), "the node kept the connection open: {closed:?}");
+        let end = head.find("\r\n\r\n").expect("a whole head in the first read") + 4;
+        let declared = head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).unwrap();
+        (declared.trim().parse().unwrap(), answer.split_off(end))
+    }
+
+    /// Asserts that an answer of `declared` bytes was cut short, with no well-formed end.
+    fn assert_cut_short(declared: usize, body: &[u8]) {
+        let end = String::from_utf8_lossy(&body[body.len().saturating_sub(64)..]).into_owned();
+        assert!(body.len() < declared, "{} of {declared} bytes came, ending {end:?}", body.len());
         assert!(!end.contains("</methodResponse>"), "the answer ended well: {end:?}");
-        assert!(answer.ends_with(&[0u8; 32]), "the answer ended {end:?}");
+    }
+
+    #[test]
+    fn a_file_that_grows_while_it_is_sent_has_its_answer_cut_short() {
+        let share = TempDir::new();
+        share.write("big.txt", "x".repeat(64 << 20));
+        let node = Node::rust(PW, share.path(), &[]);
+        let (declared, body) = change_mid_answer(&node, "big.txt", || {
+            let mut file = fs::OpenOptions::new().append(true).open(share.path().join("big.txt")).unwrap();
+            file.write_all(b"more").unwrap();
+        });
+        assert_cut_short(declared, &body);
+    }
+
+    #[test]
+    fn a_file_rewritten_in_place_at_its_size_while_it_is_sent_has_its_answer_cut_short() {
+        let share = TempDir::new();
+        share.write("big.txt", "x".repeat(64 << 20));
+        let node = Node::rust(PW, share.path(), &[]);
+        // every length stays as the node measured it: only the change time tells
+        let (declared, body) = change_mid_answer(&node, "big.txt", || {
+            let mut file = fs::OpenOptions::new().write(true).open(share.path().join("big.txt")).unwrap();
+            file.write_all("y".repeat(64 << 20).as_bytes()).unwrap();
+        });
+        assert_cut_short(declared, &body);
+    }
+
+    #[test]
+    fn a_file_rewritten_in_place_mid_download_is_not_kept_and_the_client_names_the_node() {
+        let share = TempDir::new();
+        share.write("big.bin", binary(64 << 20));
+        let node = Node::rust(PW, share.path(), &[]);
+        let dir = TempDir::new();
+        let child = spawn_client(dir.path(), &node.url, "big");
+        let pid = child.id().to_string();
+        let started = common::eventually(Duration::from_secs(20), || {
+            download_size(child.id(), dir.path()).unwrap_or(0) > 0
+        });
+        // Freeze the client mid-transfer, rewrite the file in place at its size, let it go on.
+        let _ = Command::new("kill").args(["-STOP", &pid]).status();
+        let mut file = fs::OpenOptions::new().write(true).open(share.path().join("big.bin")).unwrap();
+        file.write_all(&vec![b'z'; 64 << 20]).unwrap();
+        let _ = Command::new("kill").args(["-CONT", &pid]).status();
+        let run = finish(child);
+        assert!(started, "no download began; stderr: {}", run.stderr);
+        assert_failed_naming(&run, &node.url);
+        assert!(run.stderr.contains("broke off its answer"), "stderr: {}", run.stderr);
+        assert!(dir.names().is_empty(), "left behind: {:?}", dir.names());
     }
 
     #[test]

@@ -497,12 +497,12 @@ mod start {
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         let odd = std::ffi::OsStr::from_bytes(b"not \xff UTF-8");
         std::fs::write(dir.path().join(odd), "odd\n").unwrap();
+        dir.write(".tinyp2p-elsewhere-1-0.part", "half a download");
         let node = Node::rust(PW, dir.path(), &[]);
         let lines = start_lines(&node);
-        let want = format!(
-            "sharing 2 files from {} (left out: links leading out: 1, names it cannot carry: 1, subfolders: 1)",
-            canonical(&dir)
-        );
+        let left_out =
+            "links leading out: 1, names it cannot carry: 1, subfolders: 1, unfinished downloads: 1";
+        let want = format!("sharing 2 files from {} (left out: {left_out})", canonical(&dir));
         assert_eq!(lines[0], want, "{lines:#?}");
     }
 
