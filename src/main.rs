@@ -184,7 +184,7 @@ fn parse_cli(args: impl Iterator<Item = OsString>) -> Result<(Cli, Settings), Us
             }
             let (host, shell) = (args[2].clone(), mode == Some("shell"));
             // other nodes keep the node only by a valid peer URL; a URL given as HOST is a common slip
-            if host.contains('@') || !valid_peer_url(&node_url(&host, port.max(1))) {
+            if !valid_peer_url(&node_url(&host, port.max(1))) {
                 return Err(usage(&format!(
                     "HOST must be a name or an address like 127.0.0.1, not {host:?}"
                 )));
@@ -236,8 +236,7 @@ fn settings(quiet: bool) -> Result<Settings, UsageError> {
 /// The number in environment variable `name`, from `min` to `max`; `default` when unset.
 fn env_number(name: &str, default: f64, min: f64, max: f64) -> Result<f64, UsageError> {
     let Some(text) = std::env::var_os(name) else { return Ok(default) };
-    // a value that is not UTF-8 is shown as ""
-    let text = text.into_string().unwrap_or_default();
+    let text = text.to_string_lossy(); // a value that is not UTF-8 is shown with U+FFFD
     match text.trim().parse::<f64>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(UsageError(format!("{name} must be a number from {min} to {max}, not {text:?}"), false)),
@@ -263,6 +262,18 @@ fn printable(text: &str) -> String {
         if shown || matches!(c, '"' | '\'' | '\\') { out.push(c) } else { out.extend(escaped) }
     }
     out
+}
+
+/// Most characters of what another party sent that a line or a fault repeats: a hostile
+/// peer's or client's words can be megabytes.
+const MAX_ECHO: usize = 500;
+
+/// The first `most` characters of `text`, and `...` where it was cut.
+fn cut(text: &str, most: usize) -> String {
+    match text.char_indices().nth(most) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text.to_string(),
+    }
 }
 
 /// An I/O error in words, without the `(os error N)` a person has no use for.
@@ -375,7 +386,7 @@ fn refuse_misread(encoding: &str) -> Result<(), String> {
     let read = matches!(name.as_str(), "utf-8" | "utf8" | "iso-8859-1" | "latin1" | "us-ascii" | "ascii");
     // UTF-16 is told from the bytes themselves, whatever its name says
     let utf16 = name.starts_with("utf-16") || name.starts_with("utf16");
-    let shown: String = encoding.chars().take(40).collect(); // a hostile peer's could be megabytes
+    let shown = cut(encoding, 40);
     if read || utf16 { Ok(()) } else { Err(format!("XML in the encoding {shown:?} is not supported")) }
 }
 
@@ -906,10 +917,13 @@ const MAX_PEERS: usize = 10_000;
 const MAX_REQUEST_BYTES: u64 = 2 << 20;
 /// Compiled size limit of a regex, so a hostile pattern cannot eat memory or time.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Longest pattern compiled: the parser holds each `\w` in about 7 KB before the size limit
+/// above is checked (500 KB of them took 1.6 GB); an alternation of 1,000 names still fits.
+const MAX_PATTERN: usize = 32 << 10;
+/// Patterns at least this long are compiled one at a time, so the cost above is paid once.
+const LONG_PATTERN: usize = 1024;
 /// Mode-1 answers a node keeps written, by pattern: clients repeat the same few patterns.
 const ANSWER_CACHE: usize = 64;
-/// Longest pattern whose answer is kept: 64 patterns of up to 2 MiB each would hold 128 MiB.
-const MAX_CACHED_PATTERN: usize = 1024;
 /// Files whose survey a node keeps (see `Node::survey`).
 const SURVEY_CACHE: usize = 4096;
 /// Age a folder's or a file's change time must have before what was read from it is kept:
@@ -934,8 +948,12 @@ struct Node {
     surveys: Mutex<HashMap<[u64; 5], Survey>>,
     /// Calls to other nodes: the join, and probes when the peer list is full.
     caller: Caller,
+    /// Set while an offer probes peers to make room in a full list.
+    probing: AtomicBool,
     /// The shell's request log, once its prompt is up; `None`: log lines go to stderr.
     log: Mutex<Option<VecDeque<String>>>,
+    /// What shows a warning above the shell's prompt, with line editing on a terminal.
+    printer: Mutex<Option<Box<dyn rustyline::ExternalPrinter + Send>>>,
 }
 
 /// A peer list in arrival order, with a set for fast membership.
@@ -1061,21 +1079,25 @@ impl Node {
             listing: Mutex::default(),
             surveys: Mutex::default(),
             caller,
+            probing: AtomicBool::default(),
             log: Mutex::default(),
+            printer: Mutex::default(),
         }
     }
 
     /// Logs a line: on stderr (only warnings when quiet), or into the shell's log, so that
-    /// it cannot garble the prompt.
+    /// it cannot garble the prompt; a warning (a peer it cannot join) is shown there too.
     fn note(&self, line: String) {
-        match lock(&self.log).as_mut() {
-            Some(log) => {
-                if log.len() == LOG_LINES {
-                    log.pop_front();
-                }
-                log.push_back(line);
+        let warning = line.starts_with("tinyp2p: ");
+        let in_shell = lock(&self.log).as_mut().map(|log| {
+            if log.len() == LOG_LINES {
+                log.pop_front();
             }
-            None if self.caller.settings.quiet && !line.starts_with("tinyp2p: ") => {}
+            log.push_back(line.clone());
+        });
+        match lock(&self.printer).as_mut() {
+            _ if !warning && (in_shell.is_some() || self.caller.settings.quiet) => {}
+            Some(printer) => drop(printer.print(format!("{line}\n"))),
             None => say_err(line),
         }
     }
@@ -1106,7 +1128,11 @@ impl Node {
         let new = urls.iter().filter(|u| peers.is_new(u)).count();
         if new > 0 && peers.list.len() + new > MAX_PEERS {
             drop(peers); // the probes take a while, and make_room locks the list itself
-            self.make_room(new);
+            // one offer probes at a time: each would start its own threads and connections
+            if !self.probing.swap(true, Relaxed) {
+                self.make_room(new);
+                self.probing.store(false, Relaxed);
+            }
             peers = lock(&self.peers);
         }
         peers.merge(urls);
@@ -1126,9 +1152,7 @@ impl Node {
             listing.names.iter().filter(|n| regex.is_match(n)).map(|n| Value::from(n.as_str())).collect();
         let n = found.len();
         let xml: Arc<[u8]> = answer_xml(Ok(Value::Array(vec![Value::Array(found)]))).into();
-        if pattern.len() <= MAX_CACHED_PATTERN {
-            remember(&listing.answers, ANSWER_CACHE, pattern.to_string(), (xml.clone(), n));
-        }
+        remember(&listing.answers, ANSWER_CACHE, pattern.to_string(), (xml.clone(), n));
         Ok(Answer::Xml(xml, plural(n, "name")))
     }
 
@@ -1139,8 +1163,10 @@ impl Node {
         let target = servable(name).ok_or_else(refused)?;
         // Not through a link swapped in since the check, nor blocking on a FIFO.
         let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK;
-        let mut file =
-            OpenOptions::new().read(true).custom_flags(flags).open(target).map_err(|_| refused())?;
+        let mut file = OpenOptions::new().read(true).custom_flags(flags).open(target).map_err(|e| {
+            let unreadable = e.kind() == io::ErrorKind::PermissionDenied;
+            if unreadable { format!("cannot read it: {}", words(&e)) } else { refused() }
+        })?;
         let meta = file.metadata().ok().filter(fs::Metadata::is_file).ok_or_else(refused)?;
         let plan = self.survey(&mut file, &meta).map_err(|e| format!("cannot read it: {}", words(&e)))?;
         Ok(Answer::File(file, plan))
@@ -1220,7 +1246,8 @@ fn remember<K: std::hash::Hash + Eq, V>(cache: &Mutex<HashMap<K, V>>, most: usiz
 fn handle(node: &Node, mut request: Request) {
     let who = request.remote_addr().map_or("-".to_string(), |a| a.ip().to_string());
     // all of it escaped: tiny_http takes any method, control characters included
-    let asked = printable(&format!("{} {} HTTP/{}", request.method(), request.url(), request.http_version()));
+    let asked = format!("{} {} HTTP/{}", request.method(), request.url(), request.http_version());
+    let asked = printable(&cut(&asked, MAX_ECHO));
     let line = format!("{who} - - [{}] \"{asked}\"", log_time());
     let (status, note, sent) = match respond(node, &mut request) {
         Ok(Answer::File(file, plan)) => {
@@ -1258,9 +1285,13 @@ fn respond(node: &Node, request: &mut Request) -> Result<Answer, (u16, String)> 
     }
     let call = parse_call(&body).and_then(|(method, params)| match method.as_str() {
         "f" => node.f(&params),
-        other => Err(format!("method {other:?} is not supported")),
+        other => Err(format!("method {:?} is not supported", cut(other, 100))),
     });
-    Ok(call.unwrap_or_else(|why| Answer::Xml(answer_xml(Err(why.clone())).into(), format!("fault: {why}"))))
+    let fault = |why: String| {
+        let why = cut(&why, MAX_ECHO); // it may repeat what the client sent
+        Answer::Xml(answer_xml(Err(why.clone())).into(), format!("fault: {why}"))
+    };
+    Ok(call.unwrap_or_else(fault))
 }
 
 /// The local time as Python's server log writes it: `24/Nov/2026 10:00:00`.
@@ -1279,12 +1310,18 @@ fn log_time() -> String {
 /// one line (the regex crate's own draws a caret under the pattern on lines of its own),
 /// with a hint when the pattern looks like a shell glob.
 fn compile_regex(pattern: &str) -> Result<Regex, String> {
+    let shown = cut(pattern, 100); // a long pattern by its start: the error stays one line
+    if pattern.len() > MAX_PATTERN {
+        return Err(format!("invalid regex {shown:?}: longer than {MAX_PATTERN} bytes"));
+    }
     // sent as it is, such a character would make every node refuse the call as malformed
     if let Some(c) = pattern.chars().find(|c| !xml_safe(c.encode_utf8(&mut [0; 4]).as_bytes())) {
         // spelt as both Rust's regex and Python's re read it
         let escape = format!("\\u{:04X}", u32::from(c));
-        return Err(format!("invalid regex {pattern:?}: XML-RPC cannot carry {c:?}; write it as {escape}"));
+        return Err(format!("invalid regex {shown:?}: XML-RPC cannot carry {c:?}; write it as {escape}"));
     }
+    static ONE_LONG: Mutex<()> = Mutex::new(());
+    let _one = (pattern.len() >= LONG_PATTERN).then(|| lock(&ONE_LONG));
     let built =
         RegexBuilder::new(pattern).size_limit(REGEX_SIZE_LIMIT).dfa_size_limit(REGEX_SIZE_LIMIT).build();
     built.map_err(|e| {
@@ -1292,7 +1329,7 @@ fn compile_regex(pattern: &str) -> Result<Regex, String> {
         let gist = text.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or_default();
         let gist = gist.trim_start_matches("error: ");
         let hint = glob_as_regex(pattern).map(|re| format!("; PATTERN is a regex, not a glob: try '{re}'"));
-        format!("invalid regex {pattern:?}: {gist}{}", hint.unwrap_or_default())
+        format!("invalid regex {shown:?}: {gist}{}", hint.unwrap_or_default())
     })
 }
 
@@ -1392,6 +1429,10 @@ fn servable(name: &str) -> Option<String> {
 //    content answers write their own head, and large writes (see `send_content`).
 // 8. It reads request heads with no size limit: a flood of headers grows the node while it
 //    lasts. The C allocator's free memory is given back to the system every second.
+// 9. Pipelining: it reads every request a client pipelines and hands each to a worker, which
+//    waits until the answers before its own are written. One connection that sent 4,000 and
+//    read slowly held all 1,024 workers, and the node answered nobody else. A connection
+//    with more than PIPELINED requests under way is closed.
 // Not worked around (README, Known limits): a request line claiming HTTP/2.0 or 3.0 makes
 // tiny_http answer 505 through a writer that waits for the request being answered, so that
 // connection's thread and its two descriptors are lost for good, before any code here runs.
@@ -1410,6 +1451,8 @@ const ACCEPT_STALL: Duration = Duration::from_secs(1);
 const SPARE_FDS: usize = 16;
 /// Longest wait before `parallel` starts its next worker (item 4).
 const WORKER_STAGGER: Duration = Duration::from_millis(20);
+/// Requests of one connection answered at once (item 9): clients that pipeline are rare.
+const PIPELINED: usize = 4;
 /// Largest single write of a content answer to its socket.
 const SEND_BUFFER: usize = 256 * 1024;
 /// Blocks at least this large are mapped by `Allocator` itself (item 5).
@@ -1445,6 +1488,8 @@ struct Pool {
     last: Mutex<Instant>,
     /// Set once the server stopped accepting: its workers leave when it falls quiet.
     retired: AtomicBool,
+    /// Requests being answered, by the connection they came on (item 9).
+    under_way: Mutex<HashMap<Option<SocketAddr>, usize>>,
 }
 
 impl Pool {
@@ -1460,6 +1505,7 @@ impl Pool {
             free: AtomicUsize::new(0),
             last: Mutex::new(Instant::now()),
             retired: AtomicBool::new(false),
+            under_way: Mutex::default(),
         });
         (0..MIN_WORKERS).for_each(|_| pool.add());
         std::thread::spawn(move || pool.keep());
@@ -1497,8 +1543,7 @@ impl Pool {
                     if self.free.fetch_sub(1, Relaxed) == 1 {
                         self.add(); // the last free one taken: a stalled client must not leave none
                     }
-                    // a bug in one answer costs that answer (the hook prints it), not the worker
-                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| handle(&self.node, request)));
+                    self.answer(request);
                     // free again, unless enough are: then it leaves (decided in one step, so
                     // that a worker counted free is one)
                     let again = |n: usize| (n < MIN_WORKERS).then_some(n + 1);
@@ -1514,6 +1559,28 @@ impl Pool {
             }
         }
         self.leave();
+    }
+
+    /// Answers a request, unless its connection has PIPELINED answers under way already: then
+    /// the connection is closed, so that the answers waiting on it fail at once (item 9).
+    fn answer(&self, request: Request) {
+        let conn = request.remote_addr().copied();
+        let depth = *lock(&self.under_way).entry(conn).and_modify(|n| *n += 1).or_insert(1);
+        if depth > PIPELINED {
+            if depth == PIPELINED + 1 {
+                sockets_to(conn).iter().for_each(|socket| drop(socket.shutdown(std::net::Shutdown::Both)));
+            }
+            let _ = send(request, Response::from_string("too many requests pipelined").with_status_code(429));
+        } else {
+            // a bug in one answer costs that answer (the hook prints it), not the worker
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| handle(&self.node, request)));
+        }
+        let mut under_way = lock(&self.under_way);
+        if under_way.get(&conn) == Some(&1) {
+            under_way.remove(&conn);
+        } else if let Some(n) = under_way.get_mut(&conn) {
+            *n -= 1;
+        }
     }
 
     /// Every POOL_TICK: nudges tiny_http's pool, watches the accept loop, and every second
@@ -1830,8 +1897,6 @@ const CLIENT_WORKERS: usize = 8;
 const WRITE_BUFFER: usize = 256 * 1024;
 /// Downloads at least this large get a line of their own in the progress display.
 const SHOWN_SIZE: u64 = 1 << 20;
-/// Most characters of a node's fault shown: a hostile node could send megabytes of it.
-const MAX_FAULT_CHARS: usize = 500;
 /// Names refused that a client shows one by one for each node; the rest are counted.
 const REFUSED_SHOWN: usize = 5;
 
@@ -1976,8 +2041,7 @@ impl Caller {
         // the crate parses an answer only as a request's: this one hands over the answer read
         xmlrpc::Request::new("f").call(Answered(answer)).map_err(|e| match e.fault() {
             Some(fault) => {
-                let words: String = fault.fault_string.chars().take(MAX_FAULT_CHARS).collect();
-                anyhow!("node {url} answered a fault: {words}")
+                anyhow!("node {url} answered a fault: {}", cut(&fault.fault_string, MAX_ECHO))
             }
             None => anyhow!("node {url} answered something that is not XML-RPC ({e})"),
         })
@@ -2308,7 +2372,8 @@ impl Report {
     fn count(&self, change: impl FnOnce(&mut Counts)) {
         let mut counts = lock(&self.counts);
         change(&mut counts);
-        self.totals.set_prefix(format!("{} of {} files,", counts.fetched + counts.failed, counts.to_fetch));
+        let (done, to_fetch) = (counts.fetched + counts.failed, plural(counts.to_fetch, "file"));
+        self.totals.set_prefix(format!("{done} of {to_fetch},"));
     }
 
     /// A file arrived.
@@ -2353,6 +2418,9 @@ type Job = (String, Vec<usize>);
 /// The client: every file the pattern searches, or with `list` what the network offers,
 /// from every node that `url` knows; true if nothing failed.
 fn client(caller: &Caller, url: &str, regex: &Regex, list: bool, report: &Report) -> Result<bool> {
+    if !list {
+        folder().map_err(|e| anyhow!("cannot fetch into this folder: {}", words(&e)))?;
+    }
     let pattern = regex.as_str();
     let peers = caller.entry_peers(url, report)?;
     let listings = parallel(&peers, CLIENT_WORKERS, |peer| {
@@ -2368,9 +2436,9 @@ fn client(caller: &Caller, url: &str, regex: &Regex, list: bool, report: &Report
     report.count(|c| c.to_fetch = jobs.len() + c.failed); // the names refused have failed already
     parallel(&jobs, CLIENT_WORKERS, |job| fetch(caller, &peers, job, report));
     Ok(report.finish(|c| {
-        let (f, s, e, nodes) = (c.fetched, c.skipped, c.failed, peers.len());
-        let dead = clause(c.unreachable, &format!(" of {nodes} nodes unreachable"));
-        let erring = clause(c.erring, &format!(" of {nodes} nodes answered with an error"));
+        let (f, s, e, nodes) = (c.fetched, c.skipped, c.failed, plural(peers.len(), "node"));
+        let dead = clause(c.unreachable, &format!(" of {nodes} unreachable"));
+        let erring = clause(c.erring, &format!(" of {nodes} answered with an error"));
         let (secs, bytes) = (report.started.elapsed().as_secs_f64(), HumanBytes(c.bytes));
         format!("done: {f} fetched, {s} skipped, {e} failed{dead}{erring}; {bytes} in {secs:.2} s")
     }))
@@ -2500,6 +2568,9 @@ fn run_shell(node: &Node) -> Result<bool> {
     // line editing draws on stdout: with stdout in a file, plain lines are read, as from a pipe
     let terminal = io::stdin().is_terminal() && io::stdout().is_terminal();
     let mut editor = if terminal { Some(rustyline::DefaultEditor::new()?) } else { None };
+    if let Some(printer) = editor.as_mut().and_then(|editor| editor.create_external_printer().ok()) {
+        *lock(&node.printer) = Some(Box::new(printer));
+    }
     // Ctrl-C reaches the whole pipeline: with the output piped on (`| tee`), it ends the shell too
     let piped = fs::metadata("/proc/self/fd/1")
         .is_ok_and(|out| out.file_type().is_fifo() || out.file_type().is_socket());
@@ -2626,19 +2697,17 @@ fn is_part(name: &str) -> bool {
     name.starts_with(PART_PREFIX) && name.ends_with(".part")
 }
 
-/// Whether `url` is a node's URL: `http://HOST:PORT` with a port from 1 to 65535 (an IPv6
-/// HOST in brackets), no path (one server could otherwise pass for any number of nodes),
-/// no white space, and nothing `printable` would escape (control, bidi or invisible characters).
+/// Whether `url` is a node's URL: `http://HOST:PORT` with a port from 1 to 65535, and a HOST
+/// that is a name of ASCII letters, digits, `.`, `-` and `_`, or an IPv6 address in brackets.
+/// So no path (one server could otherwise pass for any number of nodes), and nothing a
+/// client cannot call or a terminal would act on.
 fn valid_peer_url(url: &str) -> bool {
     let Some((host, port)) = host_and_port(url) else { return false };
-    let host_ok = !host.is_empty() && (!host.contains(':') || host.starts_with('[') && host.ends_with(']'));
+    let name = !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+    let ipv6 =
+        host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).and_then(|h| h.parse::<Ipv6Addr>().ok());
     let port_ok = port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p > 0);
-    url.len() <= MAX_URL_LEN
-        && host_ok
-        && port_ok
-        && node_base(url) == url
-        && !url.contains(char::is_whitespace)
-        && printable(url) == url
+    url.len() <= MAX_URL_LEN && (name || ipv6.is_some()) && port_ok
 }
 
 /// A download in progress, in the current folder. Where the file system allows it the
@@ -3069,8 +3138,10 @@ mod tests {
             let others = ["", "http://", "https://x:1", "file:///etc/passwd", "http://a b:1", "http://x:1\n"];
             let ports =
                 ["http://x", "http://x:", "http://x:abc", "http://x:0", "http://x:65536", "http://x:+80"];
-            let hosts = ["http://:80", "http://::1:80", "http://1:2:3", "http://[::1]"];
-            for bad in others.into_iter().chain(paths).chain(ports).chain(hosts) {
+            let hosts = ["http://:80", "http://::1:80", "http://1:2:3", "http://[::1]", "http://[zz]:80"];
+            let odd =
+                ["http://<b>:80", "http://a\"b:80", "http://%41:80", "http://u@x:80", "http://\u{430}:80"];
+            for bad in others.into_iter().chain(paths).chain(ports).chain(hosts).chain(odd) {
                 assert!(!valid_peer_url(bad), "{bad:?}");
             }
         }

@@ -131,7 +131,7 @@ mod usage {
     #[test]
     fn a_url_or_nothing_given_as_host_is_a_usage_error_naming_host() {
         // "[::1" would make the node's own URL "http://[::1:PORT", which no peer keeps
-        for host in ["http://127.0.0.1", "127.0.0.1/", "", "user@127.0.0.1", "[::1"] {
+        for host in ["http://127.0.0.1", "127.0.0.1/", "", "user@127.0.0.1", "[::1", "127.0.0.1:80", "a<b"] {
             assert_usage_error(&[PW, "server", host, "0"]);
             assert!(tinyp2p(&[PW, "shell", host, "0"]).stderr.contains("HOST must be"), "{host:?}");
         }
@@ -151,6 +151,10 @@ mod usage {
             assert_usage_error(&[PW, "server", "127.0.0.1", "0", url]);
         }
         for url in ["http://127.0.0.1:99999", "http://127.0.0.1:1:2", "http://::1:80"] {
+            assert_usage_error(&[PW, "list", url]);
+        }
+        // a host no client can call: user info (taken for a wrong password before), markup
+        for url in ["http://user@127.0.0.1:1", "http://a<b>:1", "http://[zz]:1"] {
             assert_usage_error(&[PW, "list", url]);
         }
     }
@@ -323,6 +327,20 @@ mod failures {
         let run = common::run(cmd);
         assert_failed(&run);
         assert!(run.stderr.contains("cannot share this folder: it was deleted"), "{}", run.stderr);
+    }
+
+    #[test]
+    fn a_client_in_a_deleted_folder_fails_saying_so_before_any_call() {
+        let parent = TempDir::new();
+        let gone = parent.path().join("gone");
+        std::fs::create_dir(&gone).unwrap();
+        let script = "cd \"$1\" && rmdir \"$1\" && exec \"$0\" \"$2\" client \"$3\" .";
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", script, common::bin()]).arg(&gone).arg(PW).arg(closed_url());
+        let run = common::run(cmd);
+        assert_failed(&run);
+        assert_one_line(&run);
+        assert!(run.stderr.contains("cannot fetch into this folder: it was deleted"), "{}", run.stderr);
     }
 
     #[test]

@@ -1561,6 +1561,53 @@ mod request_sizes {
     }
 
     #[test]
+    fn one_connection_pipelining_two_thousand_requests_it_never_reads_holds_no_workers() {
+        let t = Target::new();
+        // an answer larger than the sockets hold: the first stalls, and those after it wait
+        fs::write(t.share.join("big.txt"), "x".repeat(4 << 20)).unwrap();
+        let body = call_xml(&t.token(), "<int>2</int>", &text("big.txt"));
+        let one = format!("{}{body}", head(&t, &format!("Content-Length: {}\r\n", body.len())));
+        let mut stream = connect(&t);
+        // the node closes the connection part way: the rest of the write fails, as it should
+        let writer = std::thread::spawn(move || {
+            let _ = stream.write_all(one.repeat(2000).as_bytes());
+            stream // kept open until the end of the test
+        });
+        t.assert_serves();
+        let pid = pid_in(&t.share).expect("the node's pid");
+        let threads = || {
+            let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            let line = status.lines().find(|l| l.starts_with("Threads:")).unwrap().to_string();
+            line.split_whitespace().nth(1).unwrap().parse::<u32>().unwrap()
+        };
+        // before, each request it had sent held a worker waiting its turn to answer, for as
+        // long as the connection stayed open: 1,000 and more
+        let freed = common::eventually(Duration::from_secs(5), || threads() < 50);
+        assert!(freed, "the node holds {} threads", threads());
+        let stream = writer.join().unwrap();
+        t.assert_serves();
+        drop(stream);
+    }
+
+    #[test]
+    fn what_a_fault_and_the_log_repeat_of_a_request_is_cut_short() {
+        let t = Target::new();
+        let method = "m".repeat(1 << 20);
+        let body =
+            format!("<?xml version=\"1.0\"?><methodCall><methodName>{method}</methodName></methodCall>");
+        let answer = t.post(body.as_bytes()).expect("an answer");
+        assert!(answer.contains("<fault>") && answer.contains("is not supported"), "{}", short(&answer));
+        assert!(answer.len() < 2000, "a fault of {} bytes", answer.len());
+        let logged = |l: &String| l.contains("fault: method");
+        let seen =
+            common::eventually(Duration::from_secs(5), || t.node.log.lock().unwrap().iter().any(logged));
+        let log = t.node.log.lock().unwrap();
+        assert!(seen, "the request was not logged");
+        let line = log.iter().find(|l| logged(l)).unwrap();
+        assert!(line.len() < 2000, "a log line of {} bytes", line.len());
+    }
+
+    #[test]
     fn forty_half_sent_requests_do_not_stop_the_node() {
         let t = Target::new();
         let body = call_xml(&t.token(), "<int>2</int>", &text("hello.txt"));

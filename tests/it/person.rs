@@ -899,6 +899,17 @@ mod usage_errors {
     }
 
     #[test]
+    fn a_setting_that_is_not_utf8_is_shown_as_it_reads_not_as_empty() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = TempDir::new();
+        let mut cmd = command(dir.path(), &[PW, "list", &closed_url()]);
+        cmd.env("TINYP2P_TIMEOUT", std::ffi::OsStr::from_bytes(b"5\xff"));
+        let run = common::run(cmd);
+        assert_eq!(run.status.code(), Some(2), "{}", run.stderr);
+        assert!(run.stderr.contains("not \"5\u{fffd}\""), "{}", run.stderr);
+    }
+
+    #[test]
     fn settings_at_the_ends_of_their_ranges_are_taken() {
         let url = closed_url();
         let ends = [

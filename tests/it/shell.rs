@@ -269,6 +269,20 @@ mod piped {
         let said = common::eventually(Duration::from_secs(5), || shell.stderr().contains(&warning));
         assert!(said, "no {warning:?} on stderr:\n{}", shell.stderr());
     }
+
+    #[test]
+    fn a_peer_it_cannot_join_after_the_start_is_said_too_not_only_logged() {
+        // it answers, wrongly, only once the join grace is over: the shell reads commands by then
+        let late = Fake::start(|_, _| {
+            std::thread::sleep(Duration::from_millis(1500));
+            Reply::Value("<string>no list</string>".into())
+        });
+        let dir = folder(&[MINE]);
+        let shell = Shell::start(PW, dir.path(), &[&late.url]);
+        let warning = format!("tinyp2p: warning: cannot join: node {} answered a string", late.url);
+        let said = common::eventually(Duration::from_secs(10), || shell.stderr().contains(&warning));
+        assert!(said, "no {warning:?} on stderr:\n{}", shell.stderr());
+    }
 }
 
 mod terminal {
@@ -320,6 +334,24 @@ mod terminal {
             "tinyp2p> exit".to_string(),
         ];
         assert_eq!(lines(&shown.screen), want, "{}", shown.dump());
+    }
+
+    #[test]
+    fn a_peer_it_cannot_join_after_the_start_is_shown_above_the_prompt() {
+        let late = Fake::start(|_, _| {
+            std::thread::sleep(Duration::from_millis(1500));
+            Reply::Value("<string>no list</string>".into())
+        });
+        let dir = folder(&[MINE]);
+        let keys =
+            [Key::Expect(PROMPT), Key::Expect("cannot join"), Key::Expect(PROMPT), Key::Send("exit\r")];
+        let shown = shell(&dir, &[], &[&late.url], &keys);
+        assert_eq!(shown.status, Some(0), "{}", shown.dump());
+        let warning =
+            format!("tinyp2p: warning: cannot join: node {} answered a string instead of a list", late.url);
+        let screen = lines(&shown.screen);
+        let at = screen.iter().position(|l| *l == warning);
+        assert!(at.is_some_and(|at| screen[at + 1] == "tinyp2p> exit"), "{}", shown.dump());
     }
 
     #[test]

@@ -1053,22 +1053,33 @@ mod ending_a_node {
     }
 
     #[test]
-    fn patterns_of_megabytes_are_answered_but_not_kept() {
+    fn patterns_up_to_32_kib_are_answered_and_not_held_and_longer_ones_refused_at_once() {
         let dir = share();
         // a folder changed over 2 s ago: its listing, and the answers made from it, are kept
         std::thread::sleep(Duration::from_millis(2100));
         let node = Node::rust(PW, dir.path(), &[]);
         let token = common::token(PW, &node.url);
+        let call = |pattern: &str| {
+            let body = crate::hostile::call_xml(&token, "<int>1</int>", pattern);
+            common::post(&node.url, body.as_bytes()).expect("an answer")
+        };
         for i in 0..40 {
-            // a comment of 2 MB, different each time, then the pattern itself
-            let pattern = format!("(?x)#{i}{}\nhello", "a".repeat(2_000_000));
-            let body = crate::hostile::call_xml(&token, "<int>1</int>", &pattern);
-            let answer = common::post(&node.url, body.as_bytes()).expect("an answer");
+            // a comment of 30 KB, different each time, then the pattern itself
+            let answer = call(&format!("(?x)#{i}{}\nhello", "a".repeat(30_000)));
             assert!(answer.contains("<string>hello.txt</string>"), "{}", &answer[..answer.len().min(300)]);
         }
         // the C allocator gives free memory back every second
         let flat = common::eventually(Duration::from_secs(5), || rss_mib(node.pid()) < 40);
-        assert!(flat, "node resident memory stayed at {} MiB after 40 patterns of 2 MB", rss_mib(node.pid()));
+        assert!(
+            flat,
+            "node resident memory stayed at {} MiB after 40 patterns of 30 KB",
+            rss_mib(node.pid())
+        );
+        // each `\w` costs the regex parser 7 KB before any limit of its own: 500 KB took 1.6 GB
+        let answer = call(&"\\w".repeat(250_000));
+        assert!(answer.contains("longer than 32768 bytes"), "{}", &answer[..answer.len().min(300)]);
+        let peak = status(node.pid(), "VmHWM") / 1024;
+        assert!(peak < 100, "the node peaked at {peak} MiB");
     }
 }
 
@@ -1388,6 +1399,39 @@ mod joins {
             "figures: 32 silent peers, timeout 1 s: listening after {listening:?}, all asked within \
              {span:?}, at most {most} at once"
         );
+    }
+
+    #[test]
+    fn offers_to_a_full_list_probe_one_at_a_time_not_each_with_threads_of_its_own() {
+        // a listener that never accepts: a probe of it waits out its second
+        let sink = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = sink.local_addr().unwrap().port();
+        let hub_dir = share();
+        let hub = node(hub_dir.path(), &[], None, &[]);
+        // 10,000 with the hub: the newest 200 reach the sink, under addresses of 127.0.0.0/8
+        let dead = (1..=9_799u32).map(|p| format!("http://127.0.0.1:{p}"));
+        let silent = (2..=201u32).map(|k| format!("http://127.0.0.{k}:{port}"));
+        let offered = dead.chain(silent).map(Value::String).collect();
+        rpc(&hub.url, &token(&hub), 0, Value::Array(offered)).expect("fill the hub's list");
+        assert_eq!(peers(&hub).len(), 10_000, "the hub's list is full");
+        let offers: Vec<_> = (0..20u32)
+            .map(|i| {
+                let (url, token) = (hub.url.clone(), token(&hub));
+                let newcomer = Value::String(format!("http://127.0.0.1:{}", 60_000 + i));
+                std::thread::spawn(move || rpc(&url, &token, 0, Value::Array(vec![newcomer])))
+            })
+            .collect();
+        let mut most = 0;
+        while offers.iter().any(|offer| !offer.is_finished()) {
+            most = most.max(threads(hub.pid()));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for offer in offers {
+            offer.join().unwrap().expect("every offer is answered");
+        }
+        // before, each of the 20 probed with 32 threads of its own: 640 and more
+        assert!(most < 150, "the hub ran {most} threads");
+        drop(sink);
     }
 
     #[test]
