@@ -316,28 +316,27 @@ mod failures {
         assert!(!run.stderr.contains("os error"), "{}", run.stderr);
     }
 
-    #[test]
-    fn a_node_started_in_a_deleted_folder_fails_saying_so() {
+    /// Runs the binary with `args` in a folder deleted once the shell starting it is inside.
+    fn in_deleted_folder(args: &[&str]) -> Run {
         let parent = TempDir::new();
         let gone = parent.path().join("gone");
         std::fs::create_dir(&gone).unwrap();
-        let script = "cd \"$1\" && rmdir \"$1\" && exec \"$0\" \"$2\" server 127.0.0.1 0";
+        let script = "cd \"$1\" && rmdir \"$1\" && shift && exec \"$0\" \"$@\"";
         let mut cmd = Command::new("sh");
-        cmd.args(["-c", script, common::bin()]).arg(&gone).arg(PW);
-        let run = common::run(cmd);
+        cmd.args(["-c", script, common::bin()]).arg(&gone).args(args);
+        common::run(cmd)
+    }
+
+    #[test]
+    fn a_node_started_in_a_deleted_folder_fails_saying_so() {
+        let run = in_deleted_folder(&[PW, "server", "127.0.0.1", "0"]);
         assert_failed(&run);
         assert!(run.stderr.contains("cannot share this folder: it was deleted"), "{}", run.stderr);
     }
 
     #[test]
     fn a_client_in_a_deleted_folder_fails_saying_so_before_any_call() {
-        let parent = TempDir::new();
-        let gone = parent.path().join("gone");
-        std::fs::create_dir(&gone).unwrap();
-        let script = "cd \"$1\" && rmdir \"$1\" && exec \"$0\" \"$2\" client \"$3\" .";
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", script, common::bin()]).arg(&gone).arg(PW).arg(closed_url());
-        let run = common::run(cmd);
+        let run = in_deleted_folder(&[PW, "client", &closed_url(), "."]);
         assert_failed(&run);
         assert_one_line(&run);
         assert!(run.stderr.contains("cannot fetch into this folder: it was deleted"), "{}", run.stderr);

@@ -1644,11 +1644,14 @@ mod request_sizes {
 mod faults {
     use super::*;
 
-    /// Asks `node` for a large `name` on a keep-alive connection, runs `change` once the
-    /// answer's head has come (the node still sending: the socket holds a few MB of 64), and
-    /// returns the length the head declared and the body that came before the node closed.
-    fn change_mid_answer(node: &Node, name: &str, change: impl FnOnce()) -> (usize, Vec<u8>) {
-        let body = call_xml(&common::token(PW, &node.url), "<int>2</int>", &text(name));
+    /// Asks a node for a 64 MiB text file on a keep-alive connection, runs `change` on the
+    /// file once the answer's head has come (the node still sending: the sockets hold a few
+    /// MB), and asserts that the node closed the connection with the answer cut short.
+    fn assert_cut_short_when(change: impl FnOnce(&Path)) {
+        let share = TempDir::new();
+        share.write("big.txt", "x".repeat(64 << 20));
+        let node = Node::rust(PW, share.path(), &[]);
+        let body = call_xml(&common::token(PW, &node.url), "<int>2</int>", &text("big.txt"));
         let mut stream = TcpStream::connect(node.url.trim_start_matches("http://")).unwrap();
         stream.set_read_timeout(Some(GIVE_UP)).unwrap();
         let request = format!("POST /RPC2 HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len());
@@ -1658,17 +1661,13 @@ mod faults {
         answer.truncate(n);
         let head = String::from_utf8_lossy(&answer).into_owned();
         assert!(head.starts_with("HTTP/1.1 200"), "{head:?}");
-        change();
+        change(&share.path().join("big.txt"));
         // keep-alive: the read ends only if the node closes the connection
         let closed = stream.read_to_end(&mut answer);
         assert!(closed.is_ok(), "the node kept the connection open: {closed:?}");
-        let end = head.find("\r\n\r\n").expect("a whole head in the first read") + 4;
-        let declared = head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).unwrap();
-        (declared.trim().parse().unwrap(), answer.split_off(end))
-    }
-
-    /// Asserts that an answer of `declared` bytes was cut short, with no well-formed end.
-    fn assert_cut_short(declared: usize, body: &[u8]) {
+        let body = answer.split_off(head.find("\r\n\r\n").expect("a whole head in the first read") + 4);
+        let declared: usize =
+            head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).unwrap().parse().unwrap();
         let end = String::from_utf8_lossy(&body[body.len().saturating_sub(64)..]).into_owned();
         assert!(body.len() < declared, "{} of {declared} bytes came, ending {end:?}", body.len());
         assert!(!end.contains("</methodResponse>"), "the answer ended well: {end:?}");
@@ -1676,27 +1675,18 @@ mod faults {
 
     #[test]
     fn a_file_that_grows_while_it_is_sent_has_its_answer_cut_short() {
-        let share = TempDir::new();
-        share.write("big.txt", "x".repeat(64 << 20));
-        let node = Node::rust(PW, share.path(), &[]);
-        let (declared, body) = change_mid_answer(&node, "big.txt", || {
-            let mut file = fs::OpenOptions::new().append(true).open(share.path().join("big.txt")).unwrap();
-            file.write_all(b"more").unwrap();
+        assert_cut_short_when(|path| {
+            fs::OpenOptions::new().append(true).open(path).unwrap().write_all(b"more").unwrap();
         });
-        assert_cut_short(declared, &body);
     }
 
     #[test]
     fn a_file_rewritten_in_place_at_its_size_while_it_is_sent_has_its_answer_cut_short() {
-        let share = TempDir::new();
-        share.write("big.txt", "x".repeat(64 << 20));
-        let node = Node::rust(PW, share.path(), &[]);
         // every length stays as the node measured it: only the change time tells
-        let (declared, body) = change_mid_answer(&node, "big.txt", || {
-            let mut file = fs::OpenOptions::new().write(true).open(share.path().join("big.txt")).unwrap();
-            file.write_all("y".repeat(64 << 20).as_bytes()).unwrap();
+        assert_cut_short_when(|path| {
+            let in_place = fs::OpenOptions::new().write(true).open(path).unwrap();
+            (&in_place).write_all("y".repeat(64 << 20).as_bytes()).unwrap();
         });
-        assert_cut_short(declared, &body);
     }
 
     #[test]

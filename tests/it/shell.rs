@@ -37,6 +37,15 @@ fn folder(files: &[(&str, &[u8])]) -> TempDir {
     dir
 }
 
+/// A peer that answers, wrongly, only once a node's join grace is over: the shell reads
+/// commands by then.
+fn late_peer() -> Fake {
+    Fake::start(|_, _| {
+        std::thread::sleep(Duration::from_millis(1500));
+        Reply::Value("<string>no list</string>".into())
+    })
+}
+
 /// Waits until the node at `url` lists `n` peers.
 fn wait_for_peers(url: &str, n: usize) {
     let token = common::token(PW, url);
@@ -272,11 +281,7 @@ mod piped {
 
     #[test]
     fn a_peer_it_cannot_join_after_the_start_is_said_too_not_only_logged() {
-        // it answers, wrongly, only once the join grace is over: the shell reads commands by then
-        let late = Fake::start(|_, _| {
-            std::thread::sleep(Duration::from_millis(1500));
-            Reply::Value("<string>no list</string>".into())
-        });
+        let late = late_peer();
         let dir = folder(&[MINE]);
         let shell = Shell::start(PW, dir.path(), &[&late.url]);
         let warning = format!("tinyp2p: warning: cannot join: node {} answered a string", late.url);
@@ -338,10 +343,7 @@ mod terminal {
 
     #[test]
     fn a_peer_it_cannot_join_after_the_start_is_shown_above_the_prompt() {
-        let late = Fake::start(|_, _| {
-            std::thread::sleep(Duration::from_millis(1500));
-            Reply::Value("<string>no list</string>".into())
-        });
+        let late = late_peer();
         let dir = folder(&[MINE]);
         let keys =
             [Key::Expect(PROMPT), Key::Expect("cannot join"), Key::Expect(PROMPT), Key::Send("exit\r")];
