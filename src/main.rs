@@ -632,7 +632,7 @@ fn survey(src: &mut impl Read, size_hint: u64) -> io::Result<Survey> {
 
 /// The error of a file that changed while it was being sent.
 fn changed_midway() -> io::Error {
-    io::Error::other("the file changed while it was being sent")
+    io::Error::other("the file changed (content or metadata) while it was being sent")
 }
 
 /// The second pass: writes a file's encoded content, failing rather than sending bytes that
@@ -920,7 +920,8 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// Longest pattern compiled: the parser holds each `\w` in about 7 KB before the size limit
 /// above is checked (500 KB of them took 1.6 GB); an alternation of 1,000 names still fits.
 const MAX_PATTERN: usize = 32 << 10;
-/// Patterns at least this long are compiled one at a time, so the cost above is paid once.
+/// Patterns at least this long are compiled one at a time, so the cost above is paid for one
+/// pattern at a time, and given back to the system after each.
 const LONG_PATTERN: usize = 1024;
 /// Mode-1 answers a node keeps written, by pattern: clients repeat the same few patterns.
 const ANSWER_CACHE: usize = 64;
@@ -948,8 +949,8 @@ struct Node {
     surveys: Mutex<HashMap<[u64; 5], Survey>>,
     /// Calls to other nodes: the join, and probes when the peer list is full.
     caller: Caller,
-    /// Set while an offer probes peers to make room in a full list.
-    probing: AtomicBool,
+    /// Held while an offer probes peers to make room in a full list.
+    probing: Mutex<()>,
     /// The shell's request log, once its prompt is up; `None`: log lines go to stderr.
     log: Mutex<Option<VecDeque<String>>>,
     /// What shows a warning above the shell's prompt, with line editing on a terminal.
@@ -1079,7 +1080,7 @@ impl Node {
             listing: Mutex::default(),
             surveys: Mutex::default(),
             caller,
-            probing: AtomicBool::default(),
+            probing: Mutex::default(),
             log: Mutex::default(),
             printer: Mutex::default(),
         }
@@ -1095,8 +1096,10 @@ impl Node {
             }
             log.push_back(line.clone());
         });
+        if !warning && (in_shell.is_some() || self.caller.settings.quiet) {
+            return; // the printer may wait on the terminal (Ctrl-S): a request's line never does
+        }
         match lock(&self.printer).as_mut() {
-            _ if !warning && (in_shell.is_some() || self.caller.settings.quiet) => {}
             Some(printer) => drop(printer.print(format!("{line}\n"))),
             None => say_err(line),
         }
@@ -1128,10 +1131,11 @@ impl Node {
         let new = urls.iter().filter(|u| peers.is_new(u)).count();
         if new > 0 && peers.list.len() + new > MAX_PEERS {
             drop(peers); // the probes take a while, and make_room locks the list itself
-            // one offer probes at a time: each would start its own threads and connections
-            if !self.probing.swap(true, Relaxed) {
+            // one offer probes at a time (each would start threads and connections of its own);
+            // the next sees the room the last one made
+            let _one = lock(&self.probing);
+            if lock(&self.peers).list.len() + new > MAX_PEERS {
                 self.make_room(new);
-                self.probing.store(false, Relaxed);
             }
             peers = lock(&self.peers);
         }
@@ -1321,9 +1325,15 @@ fn compile_regex(pattern: &str) -> Result<Regex, String> {
         return Err(format!("invalid regex {shown:?}: XML-RPC cannot carry {c:?}; write it as {escape}"));
     }
     static ONE_LONG: Mutex<()> = Mutex::new(());
-    let _one = (pattern.len() >= LONG_PATTERN).then(|| lock(&ONE_LONG));
+    let one = (pattern.len() >= LONG_PATTERN).then(|| lock(&ONE_LONG));
     let built =
         RegexBuilder::new(pattern).size_limit(REGEX_SIZE_LIMIT).dfa_size_limit(REGEX_SIZE_LIMIT).build();
+    if one.is_some() {
+        // freed, the parser's memory would stay in this thread's arena of the C allocator
+        // SAFETY: malloc_trim only releases free memory of the C allocator.
+        unsafe { libc::malloc_trim(0) };
+    }
+    drop(one);
     built.map_err(|e| {
         let text = e.to_string();
         let gist = text.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or_default();
@@ -1570,16 +1580,18 @@ impl Pool {
             if depth == PIPELINED + 1 {
                 sockets_to(conn).iter().for_each(|socket| drop(socket.shutdown(std::net::Shutdown::Both)));
             }
-            let _ = send(request, Response::from_string("too many requests pipelined").with_status_code(429));
+            let _ = send(request, Response::from_data(Vec::new()).with_status_code(429));
         } else {
             // a bug in one answer costs that answer (the hook prints it), not the worker
             let _ = std::panic::catch_unwind(AssertUnwindSafe(|| handle(&self.node, request)));
         }
         let mut under_way = lock(&self.under_way);
-        if under_way.get(&conn) == Some(&1) {
-            under_way.remove(&conn);
-        } else if let Some(n) = under_way.get_mut(&conn) {
+        let left = under_way.get_mut(&conn).map(|n| {
             *n -= 1;
+            *n
+        });
+        if left == Some(0) {
+            under_way.remove(&conn);
         }
     }
 
@@ -1662,16 +1674,19 @@ fn listen_queue(listener: &TcpListener) -> u32 {
 
 /// Sends an answer held in memory. When a request's body was left unread, tiny_http drains
 /// the rest into one buffer of the declared size once the request is dropped (item 5): the
-/// connection's reading side is shut first, so that drain ends at once. A size past
-/// MAPPABLE cannot be mapped even lazily, and dropping would abort: that request is kept,
-/// its connection answered and closed (its tiny_http thread then waits for good).
+/// connection's reading side is shut first, so that drain ends at once, and drains run one
+/// at a time: 200 at once of 32 TiB each ran out of address space, and the node aborted. A
+/// size past MAPPABLE cannot be mapped even lazily, and dropping would abort: that request is
+/// kept, its connection answered and closed (its tiny_http thread then waits for good).
 fn send(request: Request, response: Response<Cursor<Vec<u8>>>) -> io::Result<()> {
     let Some(declared) = request.body_length().filter(|&n| n as u64 > MAX_REQUEST_BYTES) else {
         return request.respond(response);
     };
     let peer = request.remote_addr().copied();
     if declared as u64 <= MAPPABLE {
+        static DRAINING: Mutex<()> = Mutex::new(());
         sockets_to(peer).iter().for_each(|socket| drop(socket.shutdown(std::net::Shutdown::Read)));
+        let _one = lock(&DRAINING);
         return request.respond(response);
     }
     std::mem::forget(request.upgrade("close", response));
@@ -1700,11 +1715,11 @@ fn send_content(request: Request, file: File, plan: Survey) -> io::Result<()> {
     let len = head.len() as u64 + plan.encoded + tail.len() as u64;
     let (version, peer) = (request.http_version(), request.remote_addr().copied());
     let http = format!("HTTP/{version} 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {len}\r\n\r\n");
+    let before = changed(&file.metadata()?);
     let mut out =
         BufWriter::with_capacity(buffer_for(http.len() as u64 + len, SEND_BUFFER), request.into_writer());
     out.write_all(http.as_bytes())?;
     out.write_all(head.as_bytes())?;
-    let before = changed(&file.metadata()?);
     let encoded = encode(&file, plan, &mut out).and_then(|()| {
         // rewritten in place at its size, a file keeps every length: only its change time tells
         if changed(&file.metadata()?) == before { Ok(()) } else { Err(changed_midway()) }
@@ -2092,7 +2107,7 @@ impl Caller {
     /// The names a peer lists for `pattern` (its answer `[[names]]`).
     fn listing(&self, url: &str, pattern: &str) -> Result<Vec<String>> {
         if !valid_peer_url(url) {
-            bail!("the peer list holds {url:?}, which is not a node URL");
+            bail!("the peer list holds {:?}, which is not a node URL", cut(url, 100));
         }
         let answer = self.call(url, 1, Value::from(pattern))?;
         match answer.as_array() {

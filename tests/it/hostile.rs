@@ -1702,11 +1702,13 @@ mod faults {
         });
         // Freeze the client mid-transfer, rewrite the file in place at its size, let it go on.
         let _ = Command::new("kill").args(["-STOP", &pid]).status();
+        let got = download_size(child.id(), dir.path());
         let mut file = fs::OpenOptions::new().write(true).open(share.path().join("big.bin")).unwrap();
         file.write_all(&vec![b'z'; 64 << 20]).unwrap();
         let _ = Command::new("kill").args(["-CONT", &pid]).status();
         let run = finish(child);
         assert!(started, "no download began; stderr: {}", run.stderr);
+        assert!(got.is_some_and(|n| n < 64 << 20), "the download was not caught mid-way: {got:?} bytes");
         assert_failed_naming(&run, &node.url);
         assert!(run.stderr.contains("broke off its answer"), "stderr: {}", run.stderr);
         assert!(dir.names().is_empty(), "left behind: {:?}", dir.names());

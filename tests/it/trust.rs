@@ -915,6 +915,32 @@ mod ending_a_node {
     }
 
     #[test]
+    fn two_hundred_bodies_of_32_tib_sent_at_once_do_not_end_the_node() {
+        // 32 TiB is the most a drain maps: 200 at once took more address space than there is
+        let dir = share();
+        let node = node(dir.path(), &[("TINYP2P_TIMEOUT", TIMEOUT)], None, &[]);
+        let head =
+            format!("POST /RPC2 HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n", addr(&node), 1u64 << 45);
+        let body = vec![b'x'; 1 << 20]; // a MiB the drains do read, so that they overlap
+        let streams: Vec<TcpStream> = (0..200).map(|_| connect(&node)).collect();
+        let go = std::sync::Barrier::new(streams.len());
+        std::thread::scope(|scope| {
+            for mut stream in &streams {
+                let (go, head, body) = (&go, &head, &body);
+                scope.spawn(move || {
+                    go.wait();
+                    let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body));
+                });
+            }
+        });
+        let answered = serves_within(&node, Duration::from_secs(5));
+        assert!(alive(node.pid()), "the node ended; log: {:?}", node.log.lock().unwrap());
+        assert_no_internal_error(&node);
+        drop(streams);
+        eprintln!("figures: 200 x 32 TiB at once: answered in {answered:?}");
+    }
+
+    #[test]
     fn six_hundred_bodies_declared_past_what_can_be_mapped_do_not_run_the_node_out_of_descriptors() {
         raise_own_fd_limit();
         let dir = share();
