@@ -1291,11 +1291,10 @@ fn respond(node: &Node, request: &mut Request) -> Result<Answer, (u16, String)> 
         "f" => node.f(&params),
         other => Err(format!("method {:?} is not supported", cut(other, 100))),
     });
-    let fault = |why: String| {
+    Ok(call.unwrap_or_else(|why| {
         let why = cut(&why, MAX_ECHO); // it may repeat what the client sent
         Answer::Xml(answer_xml(Err(why.clone())).into(), format!("fault: {why}"))
-    };
-    Ok(call.unwrap_or_else(fault))
+    }))
 }
 
 /// The local time as Python's server log writes it: `24/Nov/2026 10:00:00`.
