@@ -390,6 +390,30 @@ fn refuse_misread(encoding: &str) -> Result<(), String> {
     if read || utf16 { Ok(()) } else { Err(format!("XML in the encoding {shown:?} is not supported")) }
 }
 
+/// The encoding an XML declaration (the text before its `?>`) names, in lowercase.
+fn encoding_named(declaration: &[u8]) -> Option<String> {
+    let declaration = String::from_utf8_lossy(declaration).to_lowercase();
+    let (_, rest) = declaration.split_once("encoding")?;
+    rest.split(['"', '\'']).nth(1).map(str::to_string)
+}
+
+/// A document declared in Latin-1 or ASCII, under any of Python's names for them
+/// (`encoding='latin-1'` on its server or client), in UTF-8: xml-rs knows few of those names,
+/// the streaming reader only UTF-8, and Latin-1's bytes are the first 256 characters.
+fn to_utf8(xml: Vec<u8>) -> Vec<u8> {
+    let Some(end) = memmem::find(&xml[..xml.len().min(256)], b"?>").filter(|_| xml.starts_with(b"<?xml"))
+    else {
+        return xml;
+    };
+    let name = encoding_named(&xml[..end]).unwrap_or_default().replace('_', "-");
+    let latin = ["latin-1", "latin1", "iso-8859-1", "iso8859-1", "8859", "cp819", "l1", "ascii", "us-ascii"];
+    if !latin.contains(&name.as_str()) {
+        return xml;
+    }
+    let text: String = xml[end + 2..].iter().map(|&b| char::from(b)).collect();
+    format!("<?xml version=\"1.0\" encoding=\"utf-8\"?>{text}").into_bytes()
+}
+
 /// Refuses an answer the xmlrpc crate must not parse: a DTD, an encoding it would misread,
 /// elements nested deeper than MAX_XML_DEPTH, which would overflow the stack, or more than
 /// MAX_NAMESPACES. They are counted by the same XML reader the crate uses, so comments, CDATA
@@ -774,11 +798,10 @@ fn open_value(s: &mut Scanner<impl Read>) -> io::Result<Option<&'static [u8]>> {
     if s.eat(&[b"<?xml"])? {
         s.ensure(256)?;
         let Some(end) = memmem::find(s.available(), b"?>") else { return Ok(None) };
-        // an encoding other than UTF-8 (Latin-1, say) is the crate's to read, or refuse
-        let declaration = String::from_utf8_lossy(&s.available()[..end]).to_lowercase();
-        let encoding =
-            declaration.split_once("encoding").and_then(|(_, rest)| rest.split(['"', '\'']).nth(1));
-        if encoding.is_some_and(|name| !matches!(name, "utf-8" | "utf8")) {
+        // an encoding other than UTF-8 is asked for again, read whole (see `to_utf8`)
+        if encoding_named(&s.available()[..end])
+            .is_some_and(|name| !matches!(name.as_str(), "utf-8" | "utf8"))
+        {
             return Ok(None);
         }
         s.pos += end + 2;
@@ -1287,7 +1310,7 @@ fn respond(node: &Node, request: &mut Request) -> Result<Answer, (u16, String)> 
     if body.len() as u64 > MAX_REQUEST_BYTES {
         return Err(too_large());
     }
-    let call = parse_call(&body).and_then(|(method, params)| match method.as_str() {
+    let call = parse_call(&to_utf8(body)).and_then(|(method, params)| match method.as_str() {
         "f" => node.f(&params),
         other => Err(format!("method {:?} is not supported", cut(other, 100))),
     });
@@ -2001,7 +2024,7 @@ impl Caller {
     /// deadline, and none the xmlrpc crate must not parse (see `check_answer`).
     fn answer(&self, url: &str, body: &[u8]) -> Result<Vec<u8>> {
         let read = self.send(url, body, true)?.into_with_config().limit(MAX_ANSWER_BYTES).read_to_vec();
-        let answer = read.map_err(|e| self.plain(url, e))?;
+        let answer = to_utf8(read.map_err(|e| self.plain(url, e))?);
         check_answer(&answer).map_err(|why| anyhow!("node {url}: {why}"))?;
         Ok(answer)
     }
@@ -2051,14 +2074,7 @@ impl Caller {
 
     /// Calls `f(token, mode, arg)` on `url` and parses the whole answer with the xmlrpc crate.
     fn call(&self, url: &str, mode: i32, arg: Value) -> Result<Value> {
-        let answer = self.answer(url, &call_xml(&token(&self.password, node_base(url)), mode, arg))?;
-        // the crate parses an answer only as a request's: this one hands over the answer read
-        xmlrpc::Request::new("f").call(Answered(answer)).map_err(|e| match e.fault() {
-            Some(fault) => {
-                anyhow!("node {url} answered a fault: {}", cut(&fault.fault_string, MAX_ECHO))
-            }
-            None => anyhow!("node {url} answered something that is not XML-RPC ({e})"),
-        })
+        parse(url, self.answer(url, &call_xml(&token(&self.password, node_base(url)), mode, arg))?)
     }
 
     /// The peer list of the node a person named, each peer once, cut at MAX_PEERS.
@@ -2130,16 +2146,33 @@ impl Caller {
         if let Some(size) = streamed.map_err(|e| self.plain(url, e))? {
             return Ok(part.publish(name)?.then_some(size));
         }
-        // Not a plain string or base64 answer: ask again, and let the xmlrpc crate read it.
+        // Not a plain string or base64 answer in UTF-8: ask again for the whole of it (the first
+        // closed, as a node serving one request at a time is still writing it). In UTF-8 now,
+        // the streaming reader takes it, keeping text of white space alone, which the xmlrpc
+        // crate drops; the crate reads the rest.
+        drop(meter);
         part.file.set_len(0).and_then(|()| part.file.rewind())?;
-        let data = match self.call(url, 2, Value::from(name))? {
-            Value::String(text) => text.into_bytes(),
-            Value::Base64(bytes) => bytes,
-            other => return Err(unexpected(&other, url, "the file")),
-        };
+        let answer = self.answer(url, &request)?;
+        let mut data = Vec::new();
+        if decode_content(&answer[..], &mut data).map_err(|e| self.plain(url, e))?.is_none() {
+            data = match parse(url, answer)? {
+                Value::String(text) => text.into_bytes(),
+                Value::Base64(bytes) => bytes,
+                other => return Err(unexpected(&other, url, "the file")),
+            };
+        }
         part.file.write_all(&data).map_err(|e| self.plain(url, e))?;
         Ok(part.publish(name)?.then_some(data.len() as u64))
     }
+}
+
+/// Parses a whole answer of `url` with the xmlrpc crate; a fault is an error.
+fn parse(url: &str, answer: Vec<u8>) -> Result<Value> {
+    // the crate parses an answer only as a request's: this one hands over the answer read
+    xmlrpc::Request::new("f").call(Answered(answer)).map_err(|e| match e.fault() {
+        Some(fault) => anyhow!("node {url} answered a fault: {}", cut(&fault.fault_string, MAX_ECHO)),
+        None => anyhow!("node {url} answered something that is not XML-RPC ({e})"),
+    })
 }
 
 /// A node's URL as its token knows it: `http://HOST:PORT`, without a path a person typed.

@@ -24,6 +24,8 @@ from xmlrpc.client import Binary, ServerProxy
 from xmlrpc.server import SimpleXMLRPCServer
 
 XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+# The encoding its server answers in and its client calls in (Python's own default: UTF-8).
+ENCODING = os.environ.get("PEER_ENCODING")
 
 
 def pw(url):
@@ -49,7 +51,7 @@ def content(name):
 
 def server(host, port, peers):
     """Joins the network like the original, then serves f forever."""
-    sv = SimpleXMLRPCServer((host, int(port)), allow_none=False)
+    sv = SimpleXMLRPCServer((host, int(port)), allow_none=False, encoding=ENCODING)
     my_url = "http://%s:%d" % (host, sv.server_address[1])
     prs = peers + [my_url]
 
@@ -80,9 +82,10 @@ def server(host, port, peers):
 
 def client(url, pattern):
     """Fetches every name the pattern searches from every peer, skipping present ones."""
-    for peer in ServerProxy(url).f(pw(url), 0, []):
-        for fn in [n for n in ServerProxy(peer).f(pw(peer), 1, pattern)[0] if n not in ls()]:
-            data = ServerProxy(peer).f(pw(peer), 2, fn)
+    for peer in ServerProxy(url, encoding=ENCODING).f(pw(url), 0, []):
+        node = ServerProxy(peer, encoding=ENCODING)
+        for fn in [n for n in node.f(pw(peer), 1, pattern)[0] if n not in ls()]:
+            data = node.f(pw(peer), 2, fn)
             with open(fn, "wb") as fi:
                 fi.write(data.data if isinstance(data, Binary) else data.encode("utf-8"))
 

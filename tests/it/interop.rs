@@ -231,6 +231,52 @@ fn read_response(reader: &mut impl BufRead) -> (String, Vec<u8>) {
     (status.trim_end().to_string(), body)
 }
 
+mod encodings {
+    use super::*;
+
+    /// Files a node in Latin-1 sends: white space alone (which the xmlrpc crate reads as
+    /// empty), characters within Latin-1 and beyond it (sent as `&#8364;`), and 4 MiB.
+    fn files() -> Vec<(&'static str, Vec<u8>)> {
+        vec![
+            ("space.txt", b"   \n\t ".to_vec()),
+            ("accents.txt", "caf\u{e9} \u{ff} \u{20ac}\r\n".as_bytes().to_vec()),
+            ("big.txt", b"abc def\n".repeat(1 << 19)),
+        ]
+    }
+
+    #[test]
+    fn a_python_node_answering_in_latin_1_is_read_exactly_white_space_and_large_files_too() {
+        let share = TempDir::new();
+        let files = files();
+        files.iter().for_each(|(name, content)| share.write(name, content));
+        let mut cmd = common::python_peer();
+        cmd.args([PW, "server", "127.0.0.1", "0"]).current_dir(share.path()).env("PEER_ENCODING", "latin-1");
+        let node = Node::start(cmd);
+        let dir = TempDir::new();
+        // a node answering one request at a time: the client must not hold an answer open
+        let run = fetch(Kind::Rust, &dir, &node.url, ".");
+        assert_success(&run);
+        let files: Vec<File> = files.iter().map(|(name, content)| (*name, &content[..])).collect();
+        assert_holds(&dir, &files);
+    }
+
+    #[test]
+    fn a_python_client_calling_in_latin_1_is_answered_by_a_rust_node() {
+        let share = TempDir::new();
+        let files = files();
+        files.iter().for_each(|(name, content)| share.write(name, content));
+        let node = start(Kind::Rust, &share, &[]);
+        let dir = TempDir::new();
+        let mut cmd = common::python_peer();
+        cmd.args([PW, "client", &node.url, "accents"])
+            .current_dir(dir.path())
+            .env("PEER_ENCODING", "latin-1");
+        let run = common::run(cmd);
+        assert_success(&run);
+        assert_eq!(dir.read("accents.txt"), files[1].1, "the CR goes as &#13;, so Python keeps it");
+    }
+}
+
 mod walkthrough {
     use super::*;
 
