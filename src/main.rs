@@ -11,7 +11,7 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufWriter, Cursor, IsTerminal, Read, Seek, Write};
 use std::mem::ManuallyDrop;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::panic::AssertUnwindSafe;
@@ -1046,9 +1046,8 @@ fn serve(caller: Caller, host: &str, port: u16, peers: &[String], shell: bool) -
     let (names, left_out) = scan().map_err(unshared)?;
     raise_fd_limit();
     let listener = Arc::new(listen(host.trim_matches(['[', ']']), port, caller.settings.timeout)?);
-    let port = listener.local_addr().context("no local address")?.port();
-    let own = own_spellings(listener.local_addr().context("no local address")?);
-    let node = Arc::new(Node::new(caller, node_url(host, port), peers, own));
+    let local = listener.local_addr().context("no local address")?;
+    let node = Arc::new(Node::new(caller, node_url(host, local.port()), peers, own_spellings(local)));
     Pool::start(&node, listener)?;
     let (joined, join_done) = mpsc::channel();
     let (joiner, given) = (node.clone(), peers.to_vec());
@@ -1203,14 +1202,14 @@ impl Node {
     /// file asked for again streams at once. A change that slips past them costs nothing
     /// worse than a failed transfer: the encoder checks every byte against the survey.
     fn survey(&self, file: &mut File, meta: &fs::Metadata) -> io::Result<Survey> {
-        let changed = changed(meta);
-        let stamp = [meta.dev(), meta.ino(), meta.len(), changed.0 as u64, changed.1 as u64];
+        let ctime = changed(meta);
+        let stamp = [meta.dev(), meta.ino(), meta.len(), ctime.0 as u64, ctime.1 as u64];
         if let Some(plan) = lock(&self.surveys).get(&stamp) {
             return Ok(*plan);
         }
         let plan = survey(file, meta.len())?;
         file.rewind()?;
-        if settled(changed) {
+        if settled(ctime) {
             remember(&self.surveys, SURVEY_CACHE, stamp, plan);
         }
         Ok(plan)
@@ -1600,7 +1599,7 @@ impl Pool {
         let depth = *lock(&self.under_way).entry(conn).and_modify(|n| *n += 1).or_insert(1);
         if depth > PIPELINED {
             if depth == PIPELINED + 1 {
-                sockets_to(conn).iter().for_each(|socket| drop(socket.shutdown(std::net::Shutdown::Both)));
+                shut(conn, Shutdown::Both);
             }
             let _ = send(request, Response::from_data(Vec::new()).with_status_code(429));
         } else {
@@ -1676,7 +1675,7 @@ impl Pool {
 fn nudge(listener: &TcpListener) -> bool {
     let connected = listener.local_addr().and_then(|addr| TcpStream::connect_timeout(&addr, POOL_TICK));
     let Ok(mut stream) = connected else { return true };
-    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.shutdown(Shutdown::Write);
     let _ = stream.set_read_timeout(Some(POOL_TICK));
     matches!(stream.read(&mut [0u8; 1]), Ok(0))
 }
@@ -1707,7 +1706,7 @@ fn send(request: Request, response: Response<Cursor<Vec<u8>>>) -> io::Result<()>
     let peer = request.remote_addr().copied();
     if declared as u64 <= MAPPABLE {
         static DRAINING: Mutex<()> = Mutex::new(());
-        sockets_to(peer).iter().for_each(|socket| drop(socket.shutdown(std::net::Shutdown::Read)));
+        shut(peer, Shutdown::Read);
         let _one = lock(&DRAINING);
         return request.respond(response);
     }
@@ -1717,6 +1716,11 @@ fn send(request: Request, response: Response<Cursor<Vec<u8>>>) -> io::Result<()>
         unsafe { libc::close(socket.as_raw_fd()) };
     }
     Ok(())
+}
+
+/// Shuts this process's connection with `peer` for reading, writing or both.
+fn shut(peer: Option<SocketAddr>, how: Shutdown) {
+    sockets_to(peer).iter().for_each(|socket| drop(socket.shutdown(how)));
 }
 
 /// This process's descriptors of its connection with `peer` (tiny_http holds two), found
@@ -1749,7 +1753,7 @@ fn send_content(request: Request, file: File, plan: Survey) -> io::Result<()> {
     if encoded.is_err() {
         // The head promised `len` bytes, and tiny_http keeps the connection open: the client
         // would wait for the rest. Closed, the answer is cut short, and the client fails at once.
-        sockets_to(peer).iter().for_each(|socket| drop(socket.shutdown(std::net::Shutdown::Both)));
+        shut(peer, Shutdown::Both);
         return encoded;
     }
     out.write_all(tail.as_bytes())?;
@@ -2746,8 +2750,8 @@ fn is_part(name: &str) -> bool {
 
 /// Whether `url` is a node's URL: `http://HOST:PORT` with a port from 1 to 65535, and a HOST
 /// that is a name of ASCII letters, digits, `.`, `-` and `_`, or an IPv6 address in brackets.
-/// So no path (one server could otherwise pass for any number of nodes), and nothing a
-/// client cannot call or a terminal would act on.
+/// So no path (one server could otherwise pass for any number of nodes), no user info, no
+/// `%` escapes, and nothing a terminal would act on.
 fn valid_peer_url(url: &str) -> bool {
     let Some((host, port)) = host_and_port(url) else { return false };
     let name = !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
