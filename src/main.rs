@@ -1866,12 +1866,12 @@ fn settle(node: &Node, url: &str) -> bool {
     let answered = node.caller.offer_by_any_name(url, me);
     // one that answers, but takes the password under no spelling, is a node of another
     // network (or of a URL nobody gave): left out rather than handed on
-    let answered = answered.map_err(|e| match e.downcast::<Refused>() {
-        Ok(Refused(why)) => {
+    let answered = answered.map_err(|e| match e.downcast_ref() {
+        Some(Failed::Refused(why)) => {
             lock(&node.peers).remove(url);
             anyhow!("{why}; left out of the peer list")
         }
-        Err(e) => e,
+        _ => e,
     });
     merge_answer(node, url, answered)
 }
@@ -1966,25 +1966,21 @@ impl Transport for Answered {
     }
 }
 
-/// A node that gave no answer, or not all of it, in time: counted apart from the nodes that
-/// answered with an error. An anyhow message (`anyhow::Error::msg`), which `is::<NoAnswer>`
-/// finds as it finds an error type: it needs no `std::error::Error` impl.
+/// A failed call that is told apart from the others, in a person's words. An anyhow message
+/// (`anyhow::Error::msg`), which `downcast_ref` finds as it finds an error type.
 #[derive(Debug)]
-struct NoAnswer(String);
-
-impl fmt::Display for NoAnswer {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+enum Failed {
+    /// The node gave no answer, or not all of it, in time: counted apart from the nodes that
+    /// answered with an error.
+    NoAnswer(String),
+    /// The node refused the password under every spelling of its address tried.
+    Refused(String),
 }
 
-/// A node that refused the password under every spelling of its address tried.
-#[derive(Debug)]
-struct Refused(String);
-
-impl fmt::Display for Refused {
+impl fmt::Display for Failed {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(&self.0)
+        let (Failed::NoAnswer(why) | Failed::Refused(why)) = self;
+        f.write_str(why)
     }
 }
 
@@ -2034,12 +2030,12 @@ impl Caller {
     }
 
     /// A failed call to `url`, or read or write of its answer, in a person's words; a
-    /// `NoAnswer` when the node gave none, or not all of it, in time. (ureq
+    /// `Failed::NoAnswer` when the node gave none, or not all of it, in time. (ureq
     /// turns an I/O error back into the ureq error it wraps, if any, else into `Io`.)
     fn plain(&self, url: &str, e: impl Into<ureq::Error>) -> anyhow::Error {
         use io::ErrorKind::*;
         let secs = self.settings.timeout.as_secs_f64();
-        let none = |why: String| anyhow::Error::msg(NoAnswer(why));
+        let none = |why: String| anyhow::Error::msg(Failed::NoAnswer(why));
         match e.into() {
             ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve)
             | ureq::Error::ConnectionFailed => {
@@ -2116,7 +2112,7 @@ impl Caller {
         }
         let tried =
             if others.is_empty() { String::new() } else { format!(" (also tried {})", others.join(", ")) };
-        Err(anyhow::Error::msg(Refused(format!(
+        Err(anyhow::Error::msg(Failed::Refused(format!(
             "wrong password for {}{tried}: the node refused its token, which is bound to the password \
              and to the URL the node was started as",
             node_base(url)
@@ -2501,7 +2497,7 @@ fn gather(peers: &[String], listings: Vec<Result<Vec<String>>>, regex: &Regex, r
     let mut offers = Offers::new();
     for (p, listing) in listings.into_iter().enumerate() {
         let names = listing.inspect_err(|e| {
-            let no_answer = e.is::<NoAnswer>();
+            let no_answer = matches!(e.downcast_ref(), Some(Failed::NoAnswer(_)));
             report.failed(|c| if no_answer { c.unreachable += 1 } else { c.erring += 1 }, format!("{e:#}"));
         });
         let (names, refused): (Vec<String>, Vec<String>) = names
