@@ -522,8 +522,8 @@ fn read_value(value: &Element) -> Result<Value, String> {
             data.children.iter().map(read_value).collect::<Result<_, _>>().map(Value::Array)
         }
         ("string", []) => Ok(Value::String(typed.text.clone())),
-        ("int" | "i4", []) => text.parse().map(Value::Int).map_err(|_| invalid()),
-        ("i8", []) => text.parse().map(Value::Int64).map_err(|_| invalid()),
+        // Python reads an <int> of any size
+        ("int" | "i4" | "i8", []) => text.parse().map(Value::Int64).map_err(|_| invalid()),
         ("double", []) => text.parse().map(Value::Double).map_err(|_| invalid()),
         ("boolean", []) => matches!(text, "0" | "1").then(|| Value::Bool(text == "1")).ok_or_else(invalid),
         ("base64", []) => {
@@ -1132,14 +1132,23 @@ impl Node {
         let [token, mode, arg] = params else {
             return Err(format!("f takes 3 arguments ({} given)", params.len()));
         };
-        let token = token.as_str().ok_or("the token must be a string")?;
-        if !token_ok(&self.caller.password, &self.url, token) {
+        // a token of another type is as wrong as a wrong string, as the original compares it
+        if !token_ok(&self.caller.password, &self.url, token.as_str().unwrap_or_default()) {
             return Ok(Answer::Xml(answer_xml(Ok(Value::Bool(false))).into(), "wrong token".into()));
         }
-        match mode.as_i64().ok_or("the mode must be an integer")? {
-            0 => self.offer(arg),
-            1 => self.search(arg),
-            _ => self.open(arg),
+        // as the original's `n==0` and `n==1`: 0.0 and False are 0, 1.0 and True are 1, and any
+        // other value (the string "1" too) asks for a file
+        let mode = match *mode {
+            Value::Bool(b) => f64::from(u8::from(b)),
+            Value::Double(d) => d,
+            ref other => other.as_i64().map_or(f64::NAN, |n| n as f64),
+        };
+        if mode == 0.0 {
+            self.offer(arg)
+        } else if mode == 1.0 {
+            self.search(arg)
+        } else {
+            self.open(arg)
         }
     }
 
@@ -1314,7 +1323,8 @@ fn respond(node: &Node, request: &mut Request) -> Result<Answer, (u16, String)> 
         other => Err(format!("method {:?} is not supported", cut(other, 100))),
     });
     Ok(call.unwrap_or_else(|why| {
-        let why = cut(&why, MAX_ECHO); // it may repeat what the client sent
+        // it may repeat what the client sent: cut, and what XML cannot carry escaped
+        let why = printable(&cut(&why, MAX_ECHO));
         Answer::Xml(answer_xml(Err(why.clone())).into(), format!("fault: {why}"))
     }))
 }
@@ -1360,8 +1370,17 @@ fn compile_regex(pattern: &str) -> Result<Regex, String> {
         let gist = text.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or_default();
         let gist = gist.trim_start_matches("error: ");
         let hint = glob_as_regex(pattern).map(|re| format!("; PATTERN is a regex, not a glob: try '{re}'"));
+        let hint =
+            hint.or_else(|| python_only(pattern).map(|re| format!("; that is Python's syntax: try '{re}'")));
         format!("invalid regex {shown:?}: {gist}{}", hint.unwrap_or_default())
     })
+}
+
+/// A pattern in Python's own spellings (`\Z` for the end, `{,n}`), written as Python and the
+/// regex crate both read it, if that compiles.
+fn python_only(pattern: &str) -> Option<String> {
+    let common = pattern.replace(r"\Z", "$").replace("{,", "{0,");
+    (common != pattern && compile_regex(&common).is_ok()).then_some(common)
 }
 
 /// The regex a pattern written as a shell glob means (`*.txt` is `\.txt$`), if it has a
@@ -2519,10 +2538,16 @@ fn gather(peers: &[String], listings: Vec<Result<Vec<String>>>, regex: &Regex, r
 fn refuse(url: &str, refused: &[String], report: &Report) {
     let shown = if refused.len() > REFUSED_SHOWN + 1 { REFUSED_SHOWN } else { refused.len() };
     for name in &refused[..shown] {
-        report.failed(
-            |c| c.failed += 1,
-            format!("node {url} offered the name {}, which is refused", quoted(name)),
-        );
+        let why = if !plain_name(name) {
+            "it is not one plain file name"
+        } else if is_part(name) {
+            "it is a client's unfinished download"
+        } else {
+            // Python reads some syntax otherwise (its `\w` matches `²`)
+            "the pattern, as this client reads it, does not match it"
+        };
+        let line = format!("node {url} offered the name {}, which is refused: {why}", quoted(name));
+        report.failed(|c| c.failed += 1, line);
     }
     if shown < refused.len() {
         let (more, all) = (refused.len() - shown, refused.len());
@@ -2772,7 +2797,7 @@ impl Part {
     /// A new empty file in the current folder.
     fn create() -> io::Result<Part> {
         let mut options = OpenOptions::new();
-        options.read(true).write(true).mode(0o644);
+        options.read(true).write(true).mode(0o666); // less the umask, as Python's open() does
         match options.clone().custom_flags(libc::O_TMPFILE).open(".") {
             Ok(file) => return Ok(Part { file, path: None }),
             // no O_TMPFILE here (the file system, or an old kernel): a named file instead
@@ -3363,7 +3388,7 @@ mod tests {
             let (name, params) = parse_call(body).unwrap();
             assert_eq!(name, "f");
             let urls = Value::Array(vec![Value::from("http://a:1"), Value::from("http://b:2")]);
-            assert_eq!(params, vec![Value::from("tok"), Value::Int(0), urls]);
+            assert_eq!(params, vec![Value::from("tok"), Value::Int64(0), urls]);
         }
 
         #[test]
@@ -3378,14 +3403,14 @@ mod tests {
             let mut body = call_xml("t", 1, Value::from("."));
             body.extend_from_slice(b"\0junk<");
             let (_, params) = parse_call(&body).unwrap();
-            assert_eq!(params, vec![Value::from("t"), Value::Int(1), Value::from(".")]);
+            assert_eq!(params, vec![Value::from("t"), Value::Int64(1), Value::from(".")]);
         }
 
         #[test]
         fn parses_what_the_xmlrpc_crate_sends() {
             let body = call_xml("t", 2, Value::from("a&b"));
             let (_, params) = parse_call(&body).unwrap();
-            assert_eq!(params, vec![Value::from("t"), Value::Int(2), Value::from("a&b")]);
+            assert_eq!(params, vec![Value::from("t"), Value::Int64(2), Value::from("a&b")]);
         }
 
         #[test]

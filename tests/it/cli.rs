@@ -392,6 +392,35 @@ mod server {
     }
 
     #[test]
+    fn a_fault_repeating_characters_xml_cannot_carry_is_still_a_readable_fault() {
+        let (_shared, node) = hello_node(&[]);
+        for body in ["\x01", "\x0c<x/>", "<a\x01/>"] {
+            let answer = common::post(&node.url, body.as_bytes()).expect("an HTTP 200 answer");
+            let fault = common::parse_answer(answer.clone()).map(|_| ()).unwrap_err();
+            let fault = fault.fault().unwrap_or_else(|| panic!("{body:?}: not a readable fault: {answer:?}"));
+            assert!(fault.fault_string.starts_with("malformed XML"), "{body:?}: {fault:?}");
+        }
+    }
+
+    #[test]
+    fn a_download_is_created_as_python_creates_files_less_the_umask() {
+        let (_shared, node) = hello_node(&[]);
+        for (umask, mode) in [("002", 0o664), ("077", 0o600)] {
+            let dir = TempDir::new();
+            let script = format!("umask {umask}; exec \"$0\" {PW} client {} hello", node.url);
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", &script, common::bin()]).current_dir(dir.path());
+            assert_fetched_hello(&dir, &common::run(cmd));
+            let meta = std::fs::metadata(dir.path().join("hello.txt")).unwrap();
+            assert_eq!(
+                std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+                mode,
+                "umask {umask}"
+            );
+        }
+    }
+
+    #[test]
     fn a_server_with_an_unreachable_peer_warns_and_still_serves() {
         let dead = closed_url();
         let (_shared, node) = hello_node(&[&dead]);

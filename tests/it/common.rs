@@ -237,8 +237,12 @@ pub fn call(url: &str, token: &str, mode: i32, arg: xmlrpc::Value) -> Result<xml
     let mut body = Vec::new();
     request.write_as_xml(&mut body).unwrap();
     let answer = post(url, &body).map_err(|e| e.to_string())?;
-    let wrapped = xmlrpc::Request::new("unused");
-    wrapped.call(Replay(answer.into_bytes())).map_err(|e| e.to_string())
+    parse_answer(answer).map_err(|e| e.to_string())
+}
+
+/// Parses an XML-RPC answer with the xmlrpc crate: a fault, or XML it cannot read, is an error.
+pub fn parse_answer(answer: String) -> Result<xmlrpc::Value, xmlrpc::Error> {
+    xmlrpc::Request::new("unused").call(Replay(answer.into_bytes()))
 }
 
 /// A Transport that answers with bytes already received.

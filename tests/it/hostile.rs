@@ -963,6 +963,24 @@ mod floods {
     }
 
     #[test]
+    fn each_refused_name_is_named_with_its_reason() {
+        let names = ["Zoo.txt", ".tinyp2p-h-1-0.part", "a/b.txt", "ok.txt"].map(String::from);
+        let fake = listing_peer(&names, "ok bytes");
+        let dir = TempDir::new();
+        let (run, _) = client(dir.path(), &fake.url, "^[^Z]");
+        assert_failed_naming(&run, &fake.url);
+        assert_eq!(dir.names(), ["ok.txt"]);
+        for (name, why) in [
+            ("Zoo.txt", "the pattern, as this client reads it, does not match it"),
+            (".tinyp2p-h-1-0.part", "it is a client's unfinished download"),
+            ("a/b.txt", "it is not one plain file name"),
+        ] {
+            let line = format!("offered the name \"{name}\", which is refused: {why}\n");
+            assert!(run.stderr.contains(&line), "{name}: {}", short(&run.stderr));
+        }
+    }
+
+    #[test]
     fn a_listing_of_thousands_of_refused_names_is_a_few_lines_and_counts_each() {
         let mut names: Vec<String> = (0..2000).map(|i| format!("../escape-{i}.txt")).collect();
         names.push("good.txt".into());
@@ -974,7 +992,8 @@ mod floods {
         assert_eq!(dir.names(), ["good.txt"]);
         let lines: Vec<&str> = run.stderr.lines().collect();
         assert_eq!(lines.len(), 6, "five names shown, then one line for the rest: {}", short(&run.stderr));
-        assert!(lines[0].contains("\"../escape-0.txt\", which is refused"), "{}", lines[0]);
+        let why = "\"../escape-0.txt\", which is refused: it is not one plain file name";
+        assert!(lines[0].contains(why), "{}", lines[0]);
         assert!(lines[5].contains("1995 more names that are refused (2000 in all)"), "{}", lines[5]);
         assert!(run.stdout.contains("1 fetched, 0 skipped, 2000 failed"), "{}", run.stdout);
     }
@@ -1181,10 +1200,11 @@ mod request_types {
     use super::*;
 
     #[test]
-    fn a_mode_given_as_a_string_gets_a_fault() {
+    fn a_mode_of_another_type_asks_for_a_file_as_in_the_original_and_never_one_outside() {
         let t = Target::new();
-        for mode in ["<string>2</string>", "2", "<string>1</string>", "<double>2.0</double>"] {
-            t.assert_refused(mode, t.call(mode, &text("hello.txt")));
+        for mode in ["<string>2</string>", "2", "<string>1</string>", "<double>2.0</double>", "<nil/>"] {
+            let served = t.call(mode, &text("hello.txt")).unwrap_or_else(|e| panic!("{mode}: {e}"));
+            assert!(served.contains(HELLO), "{mode}: {}", short(&served));
             t.assert_refused(mode, t.call(mode, &text("../secret.txt")));
         }
         t.assert_serves();

@@ -840,3 +840,50 @@ mod http_paths {
         assert_lists_only_itself(&node);
     }
 }
+
+mod as_the_original_compares {
+    use super::*;
+
+    /// What a node of `kind`, sharing `file0.txt`, answers to `f` called with these XML-RPC
+    /// values as they are written, its own URL written SELF.
+    fn answers(kind: Kind, calls: &[(&str, &str, &str)]) -> Vec<String> {
+        let dir = TempDir::new();
+        dir.write("file0.txt", "hello\n");
+        let node = start(kind, &dir, &[]);
+        let token = common::token(PW, &node.url);
+        let value = |v: &str| format!("<param><value>{}</value></param>", v.replace("TOKEN", &token));
+        let answer = |&(token, mode, arg): &(&str, &str, &str)| {
+            let params = [token, mode, arg].map(value).concat();
+            let body = format!(
+                "<?xml version='1.0'?><methodCall><methodName>f</methodName><params>{params}</params></methodCall>"
+            );
+            let answer = common::post(&node.url, body.as_bytes()).expect("an HTTP 200 answer");
+            format!("{:?}", common::parse_answer(answer).map_err(|e| e.fault().is_some()))
+                .replace(&node.url, "SELF")
+        };
+        calls.iter().map(answer).collect()
+    }
+
+    #[test]
+    fn modes_and_tokens_of_any_type_are_read_as_a_python_node_reads_them() {
+        let (list, name) = ("<array><data></data></array>", "<string>file0.txt</string>");
+        let calls = [
+            ("<string>TOKEN</string>", "<int>0</int>", list),
+            ("<string>TOKEN</string>", "<double>0.0</double>", list),
+            ("<string>TOKEN</string>", "<boolean>0</boolean>", list),
+            ("<string>TOKEN</string>", "<double>1.0</double>", "<string>file</string>"),
+            ("<string>TOKEN</string>", "<boolean>1</boolean>", "<string>file</string>"),
+            ("<string>TOKEN</string>", "<i8>1</i8>", "<string>file</string>"),
+            ("<string>TOKEN</string>", "<i4>2</i4>", name),
+            ("<string>TOKEN</string>", "<double>2.5</double>", name),
+            ("<string>TOKEN</string>", "<string>1</string>", name),
+            ("<string>TOKEN</string>", "<int>2147483648</int>", name),
+            ("<string>TOKEN</string>", list, name),
+            ("<int>5</int>", "<int>1</int>", "<string>file</string>"),
+            ("<array><data><value>TOKEN</value></data></array>", "<int>2</int>", name),
+        ];
+        let python = answers(Kind::Python, &calls);
+        assert!(python[0].contains("SELF") && python[6].contains("hello"), "{python:?}");
+        assert_eq!(answers(Kind::Rust, &calls), python);
+    }
+}

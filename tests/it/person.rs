@@ -790,6 +790,17 @@ mod plain_words {
     }
 
     #[test]
+    fn a_pattern_in_python_only_syntax_gets_the_spelling_both_read() {
+        for (python, hint) in [(r"txt\Z", "txt$"), ("^a{,3}$", "^a{0,3}$")] {
+            let run = tinyp2p(TempDir::new().path(), &[PW, "list", "http://127.0.0.1:9", python]);
+            assert_eq!(run.status.code(), Some(2), "{python}: {}", run.stderr);
+            assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+            let tail = format!("; that is Python's syntax: try '{hint}'\n");
+            assert!(run.stderr.ends_with(&tail), "{python}: {}", run.stderr);
+        }
+    }
+
+    #[test]
     fn an_invalid_regex_that_is_no_glob_gets_no_glob_hint() {
         let run = tinyp2p(TempDir::new().path(), &[PW, "client", "http://127.0.0.1:9", "(unclosed"]);
         assert_eq!(run.status.code(), Some(2));
