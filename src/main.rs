@@ -5,7 +5,7 @@
 //! content codec, node, tiny_http's price, join, client, shell, files and signals.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque, hash_map::Entry};
 use std::ffi::OsString;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -112,7 +112,6 @@ struct Settings {
 }
 
 /// A command line that cannot run (exit status 2): why, and whether to show the synopsis.
-#[derive(Debug)]
 struct UsageError(String, bool);
 
 /// Parses the command line, runs it, and alone decides the exit status.
@@ -174,9 +173,8 @@ fn parse_cli(args: impl Iterator<Item = OsString>) -> Result<(Cli, Settings), Us
         (Some("-h" | "--help"), ..) => return show(format!("{SYNOPSIS}\n{HELP}")),
         (Some("-V" | "--version"), ..) => return show(format!("tinyp2p {}", env!("CARGO_PKG_VERSION"))),
         (_, Some("server" | "shell"), 4..) => {
-            let port: u16 = args[3]
-                .parse()
-                .map_err(|_| usage(&format!("PORT must be a number from 0 to 65535, not {:?}", args[3])))?;
+            let bad_port = || usage(&format!("PORT must be a number from 0 to 65535, not {:?}", args[3]));
+            let port: u16 = args[3].parse().map_err(|_| bad_port())?;
             // a path typed after a peer's address is not part of its URL
             let peers: Vec<String> = args[4..].iter().map(|peer| node_base(peer).to_string()).collect();
             if let Some(bad) = peers.iter().find(|p| !valid_peer_url(p)) {
@@ -185,9 +183,8 @@ fn parse_cli(args: impl Iterator<Item = OsString>) -> Result<(Cli, Settings), Us
             let (host, shell) = (args[2].clone(), mode == Some("shell"));
             // other nodes keep the node only by a valid peer URL; a URL given as HOST is a common slip
             if !valid_peer_url(&node_url(&host, port.max(1))) {
-                return Err(usage(&format!(
-                    "HOST must be a name or an address like 127.0.0.1, not {host:?}"
-                )));
+                let why = format!("HOST must be a name or an address like 127.0.0.1, not {host:?}");
+                return Err(usage(&why));
             }
             Cli::Node { password: password(&args[0])?, host, port, peers, shell }
         }
@@ -401,10 +398,8 @@ fn encoding_named(declaration: &[u8]) -> Option<String> {
 /// (`encoding='latin-1'` on its server or client), in UTF-8: xml-rs knows few of those names,
 /// the streaming reader only UTF-8, and Latin-1's bytes are the first 256 characters.
 fn to_utf8(xml: Vec<u8>) -> Vec<u8> {
-    let Some(end) = memmem::find(&xml[..xml.len().min(256)], b"?>").filter(|_| xml.starts_with(b"<?xml"))
-    else {
-        return xml;
-    };
+    let head = &xml[..xml.len().min(256)];
+    let Some(end) = memmem::find(head, b"?>").filter(|_| head.starts_with(b"<?xml")) else { return xml };
     let name = encoding_named(&xml[..end]).unwrap_or_default().replace('_', "-");
     let latin = ["latin-1", "latin1", "iso-8859-1", "iso8859-1", "8859", "cp819", "l1", "ascii", "us-ascii"];
     if !latin.contains(&name.as_str()) {
@@ -461,9 +456,8 @@ fn read_element(xml: &[u8]) -> Result<Element, String> {
             XmlEvent::StartElement { name, namespace, .. } => {
                 count += 1;
                 if open.len() > MAX_XML_DEPTH || count > MAX_ELEMENTS || namespace.0.len() > MAX_NAMESPACES {
-                    return Err(
-                        "XML-RPC call nested too deeply, too long or declaring too many namespaces".into()
-                    );
+                    let why = "XML-RPC call nested too deeply, too long or declaring too many namespaces";
+                    return Err(why.into());
                 }
                 open.push(Element { tag: name.local_name, ..Element::default() });
             }
@@ -799,9 +793,8 @@ fn open_value(s: &mut Scanner<impl Read>) -> io::Result<Option<&'static [u8]>> {
         s.ensure(256)?;
         let Some(end) = memmem::find(s.available(), b"?>") else { return Ok(None) };
         // an encoding other than UTF-8 is asked for again, read whole (see `to_utf8`)
-        if encoding_named(&s.available()[..end])
-            .is_some_and(|name| !matches!(name.as_str(), "utf-8" | "utf8"))
-        {
+        let encoding = encoding_named(&s.available()[..end]);
+        if encoding.is_some_and(|name| !matches!(name.as_str(), "utf-8" | "utf8")) {
             return Ok(None);
         }
         s.pos += end + 2;
@@ -956,6 +949,12 @@ const SURVEY_CACHE: usize = 4096;
 const SETTLE: Duration = Duration::from_secs(2);
 /// Request log lines the shell keeps for its `log` command.
 const LOG_LINES: usize = 200;
+/// Longest a node waits for a peer it probes to make room in a full list.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Peers probed at once to make room in a full list.
+const PROBES: usize = 32;
+/// Most peers probed for one offer.
+const MOST_PROBES: usize = 128;
 
 /// A serving node: its URL (the token is bound to it), peer list and caches. Its folder is
 /// the process's current folder, which the node never changes: every name is looked up
@@ -1078,10 +1077,8 @@ fn say_hello(node: &Node, host: &str, files: usize, left_out: &BTreeMap<&str, us
         say_err(format_args!("sharing {} from {folder}{left_out}", plural(files, "file")));
     }
     if nowhere {
-        say_err(error_line(format_args!(
-            "warning: other nodes will be told {url}, which they cannot reach: start the node with \
-             the address they will use"
-        )));
+        let why = "which they cannot reach: start the node with the address they will use";
+        say_err(error_line(format_args!("warning: other nodes will be told {url}, {why}")));
     }
     say_err(format_args!("listening on {url}"));
     if !quiet && !nowhere {
@@ -1143,12 +1140,10 @@ impl Node {
             Value::Double(d) => d,
             ref other => other.as_i64().map_or(f64::NAN, |n| n as f64),
         };
-        if mode == 0.0 {
-            self.offer(arg)
-        } else if mode == 1.0 {
-            self.search(arg)
-        } else {
-            self.open(arg)
+        match mode {
+            0.0 => self.offer(arg),
+            1.0 => self.search(arg),
+            _ => self.open(arg),
         }
     }
 
@@ -1172,6 +1167,25 @@ impl Node {
         }
         peers.merge(urls);
         Ok(Answer::Xml(answer_xml(Ok(peers.to_value())).into(), plural(peers.list.len(), "peer")))
+    }
+
+    /// Makes room in a full peer list for `n` newcomers, dropping peers that do not answer
+    /// a quick call, newest first: a list flooded with dead URLs cannot keep a node out.
+    fn make_room(&self, n: usize) {
+        let prober = Caller { deadline: PROBE_TIMEOUT, ..self.caller.clone() };
+        let list = lock(&self.peers).list.clone();
+        let candidates = Vec::from_iter(list.iter().rev().filter(|url| **url != self.url).take(MOST_PROBES));
+        for batch in candidates.chunks(PROBES) {
+            // dead: no answer, or one that is no peer list (False from another network too)
+            let dead = parallel(batch, PROBES, |url| {
+                prober.call(url, 0, Value::Array(vec![])).and_then(|answer| strings(&answer, url)).is_err()
+            });
+            let mut peers = lock(&self.peers);
+            batch.iter().zip(dead).filter(|(_, dead)| *dead).for_each(|(url, _)| peers.remove(url));
+            if peers.list.len() + n <= MAX_PEERS {
+                return;
+            }
+        }
     }
 
     /// Mode 1: `[[names]]`, the servable names the regex searches; written once per
@@ -1625,13 +1639,11 @@ impl Pool {
             // a bug in one answer costs that answer (the hook prints it), not the worker
             let _ = std::panic::catch_unwind(AssertUnwindSafe(|| handle(&self.node, request)));
         }
-        let mut under_way = lock(&self.under_way);
-        let left = under_way.get_mut(&conn).map(|n| {
-            *n -= 1;
-            *n
-        });
-        if left == Some(0) {
-            under_way.remove(&conn);
+        if let Entry::Occupied(mut under_way) = lock(&self.under_way).entry(conn) {
+            *under_way.get_mut() -= 1;
+            if *under_way.get() == 0 {
+                under_way.remove();
+            }
         }
     }
 
@@ -1849,12 +1861,6 @@ unsafe impl GlobalAlloc for Allocator {
 
 /// How long a starting node waits for its join before it says it is listening.
 const JOIN_GRACE: Duration = Duration::from_secs(1);
-/// Longest a node waits for a peer it probes to make room in a full list.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
-/// Peers probed at once to make room in a full list.
-const PROBES: usize = 32;
-/// Most peers probed for one offer.
-const MOST_PROBES: usize = 128;
 
 /// Introduces this node to every node reachable from its peers, as the original's walk
 /// over the growing list did, but in waves of parallel calls, each peer tried once. The
@@ -1920,27 +1926,6 @@ fn merge_answer(node: &Node, url: &str, answered: Result<(String, Value)>) -> bo
         Err(e) => {
             node.note(error_line(format_args!("warning: cannot join: {e:#}")));
             false
-        }
-    }
-}
-
-impl Node {
-    /// Makes room in a full peer list for `n` newcomers, dropping peers that do not answer
-    /// a quick call, newest first: a list flooded with dead URLs cannot keep a node out.
-    fn make_room(&self, n: usize) {
-        let prober = Caller { deadline: PROBE_TIMEOUT, ..self.caller.clone() };
-        let list = lock(&self.peers).list.clone();
-        let candidates = Vec::from_iter(list.iter().rev().filter(|url| **url != self.url).take(MOST_PROBES));
-        for batch in candidates.chunks(PROBES) {
-            // dead: no answer, or one that is no peer list (False from another network too)
-            let dead = parallel(batch, PROBES, |url| {
-                prober.call(url, 0, Value::Array(vec![])).and_then(|answer| strings(&answer, url)).is_err()
-            });
-            let mut peers = lock(&self.peers);
-            batch.iter().zip(dead).filter(|(_, dead)| *dead).for_each(|(url, _)| peers.remove(url));
-            if peers.list.len() + n <= MAX_PEERS {
-                return;
-            }
         }
     }
 }
@@ -2519,10 +2504,8 @@ fn gather(peers: &[String], listings: Vec<Result<Vec<String>>>, regex: &Regex, r
             let no_answer = matches!(e.downcast_ref(), Some(Failed::NoAnswer(_)));
             report.failed(|c| if no_answer { c.unreachable += 1 } else { c.erring += 1 }, format!("{e:#}"));
         });
-        let (names, refused): (Vec<String>, Vec<String>) = names
-            .unwrap_or_default()
-            .into_iter()
-            .partition(|name| plain_name(name) && !is_part(name) && regex.is_match(name));
+        let safe = |name: &String| plain_name(name) && !is_part(name) && regex.is_match(name);
+        let (names, refused): (Vec<_>, Vec<_>) = names.unwrap_or_default().into_iter().partition(safe);
         refuse(&peers[p], &refused, report);
         for name in names {
             if offers.get(&name).is_none_or(|at| at.last() != Some(&p)) {
@@ -2538,13 +2521,11 @@ fn gather(peers: &[String], listings: Vec<Result<Vec<String>>>, regex: &Regex, r
 fn refuse(url: &str, refused: &[String], report: &Report) {
     let shown = if refused.len() > REFUSED_SHOWN + 1 { REFUSED_SHOWN } else { refused.len() };
     for name in &refused[..shown] {
-        let why = if !plain_name(name) {
-            "it is not one plain file name"
-        } else if is_part(name) {
-            "it is a client's unfinished download"
-        } else {
+        let why = match name {
+            _ if !plain_name(name) => "it is not one plain file name",
+            _ if is_part(name) => "it is a client's unfinished download",
             // Python reads some syntax otherwise (its `\w` matches `²`)
-            "the pattern, as this client reads it, does not match it"
+            _ => "the pattern, as this client reads it, does not match it",
         };
         let line = format!("node {url} offered the name {}, which is refused: {why}", quoted(name));
         report.failed(|c| c.failed += 1, line);
@@ -2728,6 +2709,8 @@ fn look_or_fetch(node: &Node, pattern: &str, list: bool) -> bool {
     let outcome = loop {
         match outcome.recv_timeout(POOL_TICK) {
             Ok(outcome) => break outcome,
+            // the run panicked (the hook has said so): nothing will come
+            Err(mpsc::RecvTimeoutError::Disconnected) => break Err(anyhow!("the run stopped")),
             Err(_) if CTRL_C.load(Relaxed) => break Err(report.interrupt()),
             Err(_) => {}
         }
@@ -3044,22 +3027,9 @@ mod tests {
         }
     }
 
-    /// A transport that answers with bytes already at hand.
-    struct Replay(Vec<u8>);
-
-    impl Transport for Replay {
-        type Stream = Cursor<Vec<u8>>;
-        fn transmit(
-            self,
-            _: &xmlrpc::Request<'_>,
-        ) -> Result<Self::Stream, Box<dyn std::error::Error + Send + Sync>> {
-            Ok(Cursor::new(self.0))
-        }
-    }
-
     /// What the xmlrpc crate reads as content from an answer, if it accepts it.
     fn crate_reads(answer: &[u8]) -> Option<Vec<u8>> {
-        match xmlrpc::Request::new("f").call(Replay(answer.to_vec())) {
+        match xmlrpc::Request::new("f").call(Answered(answer.to_vec())) {
             Ok(Value::String(s)) => Some(s.into_bytes()),
             Ok(Value::Base64(b)) => Some(b),
             _ => None,
