@@ -2659,7 +2659,10 @@ fn command(node: &Node, line: &str) -> Option<bool> {
             let mark = |url: &String| if *url == node.url { " (this node)" } else { "" };
             lock(&node.peers).list.iter().for_each(|url| say(format_args!("{url}{}", mark(url))));
         }
-        ("log", _) => lock(&node.log).iter().flatten().for_each(say),
+        ("log", _) => match lock(&node.log).as_ref().filter(|log| !log.is_empty()) {
+            Some(log) => log.iter().for_each(say),
+            None => say("no requests answered yet"),
+        },
         ("fetch", "") => {
             say_err(error_line("fetch takes a PATTERN ('.' fetches everything)"));
             return Some(false);

@@ -241,6 +241,17 @@ mod piped {
     }
 
     #[test]
+    fn the_log_command_says_so_when_no_request_came_yet() {
+        let dir = folder(&[MINE]);
+        let mut shell = Shell::start(PW, dir.path(), &[]);
+        shell.send("log");
+        shell.send("exit");
+        let run = shell.finish();
+        assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
+        assert_eq!(run.stdout.lines().collect::<Vec<_>>(), ["no requests answered yet"], "{}", run.stdout);
+    }
+
+    #[test]
     fn the_request_log_stays_off_stderr_and_the_log_command_shows_it() {
         let dir = folder(&[MINE]);
         let mut shell = Shell::start(PW, dir.path(), &[]);
