@@ -516,7 +516,7 @@ fn read_value(value: &Element) -> Result<Value, String> {
             data.children.iter().map(read_value).collect::<Result<_, _>>().map(Value::Array)
         }
         ("string", []) => Ok(Value::String(typed.text.clone())),
-        // Python reads an <int> of any size
+        // Python reads an <int> past i32 too (one past i64 is refused here)
         ("int" | "i4" | "i8", []) => text.parse().map(Value::Int64).map_err(|_| invalid()),
         ("double", []) => text.parse().map(Value::Double).map_err(|_| invalid()),
         ("boolean", []) => matches!(text, "0" | "1").then(|| Value::Bool(text == "1")).ok_or_else(invalid),
@@ -1129,7 +1129,7 @@ impl Node {
         let [token, mode, arg] = params else {
             return Err(format!("f takes 3 arguments ({} given)", params.len()));
         };
-        // a token of another type is as wrong as a wrong string, as the original compares it
+        // a token of another type is as wrong as a wrong string, as Python 3 compares it
         if !token_ok(&self.caller.password, &self.url, token.as_str().unwrap_or_default()) {
             return Ok(Answer::Xml(answer_xml(Ok(Value::Bool(false))).into(), "wrong token".into()));
         }
@@ -1383,16 +1383,23 @@ fn compile_regex(pattern: &str) -> Result<Regex, String> {
         let text = e.to_string();
         let gist = text.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or_default();
         let gist = gist.trim_start_matches("error: ");
-        let hint = glob_as_regex(pattern).map(|re| format!("; PATTERN is a regex, not a glob: try '{re}'"));
-        let hint =
-            hint.or_else(|| python_only(pattern).map(|re| format!("; that is Python's syntax: try '{re}'")));
-        format!("invalid regex {shown:?}: {gist}{}", hint.unwrap_or_default())
+        // a hint repeats the pattern, so only for one shown whole, and never for one too large
+        let hint = (shown == pattern && matches!(e, regex::Error::Syntax(_))).then(|| {
+            let glob =
+                glob_as_regex(pattern).map(|re| format!("; PATTERN is a regex, not a glob: try '{re}'"));
+            glob.or_else(|| python_only(pattern).map(|re| format!("; that is Python's syntax: try '{re}'")))
+        });
+        format!("invalid regex {shown:?}: {gist}{}", hint.flatten().unwrap_or_default())
     })
 }
 
 /// A pattern in Python's own spellings (`\Z` for the end, `{,n}`), written as Python and the
 /// regex crate both read it, if that compiles.
 fn python_only(pattern: &str) -> Option<String> {
+    // in a class, or after an escaped `\` or `{`, they may be other things: no hint then
+    if pattern.contains('[') || pattern.contains(r"\\") || pattern.contains(r"\{") {
+        return None;
+    }
     let common = pattern.replace(r"\Z", "$").replace("{,", "{0,");
     (common != pattern && compile_regex(&common).is_ok()).then_some(common)
 }

@@ -801,6 +801,17 @@ mod plain_words {
     }
 
     #[test]
+    fn no_python_hint_is_given_where_the_spelling_may_mean_another_thing_or_the_pattern_is_long() {
+        let long = format!("{}\\Z", "a".repeat(30_000));
+        for pattern in [r"\\Z{,3}", "[{,]x{,2}", r"\{,x{,2}", &long] {
+            let run = tinyp2p(TempDir::new().path(), &[PW, "list", "http://127.0.0.1:9", pattern]);
+            assert_eq!(run.status.code(), Some(2), "{}", run.stderr);
+            assert!(!run.stderr.contains("try '"), "{}", run.stderr);
+            assert!(run.stderr.len() < 400, "{} bytes: {}", run.stderr.len(), &run.stderr[..400]);
+        }
+    }
+
+    #[test]
     fn an_invalid_regex_that_is_no_glob_gets_no_glob_hint() {
         let run = tinyp2p(TempDir::new().path(), &[PW, "client", "http://127.0.0.1:9", "(unclosed"]);
         assert_eq!(run.status.code(), Some(2));
