@@ -1895,7 +1895,7 @@ fn join(node: &Node, given: &[String]) {
 /// any list holding it goes out. True if the peer answered.
 fn settle(node: &Node, url: &str) -> bool {
     let me = Value::Array(vec![Value::from(node.url.as_str())]);
-    let answered = node.caller.offer_by_any_name(url, me);
+    let answered = node.caller.call_by_any_name(url, 0, me);
     // one that answers, but takes the password under no spelling, is a node of another
     // network (or of a URL nobody gave): left out rather than handed on
     let answered = answered.map_err(|e| match e.downcast_ref() {
@@ -2090,7 +2090,7 @@ impl Caller {
 
     /// The peer list of the node a person named, each peer once, cut at MAX_PEERS.
     fn entry_peers(&self, url: &str, report: &Report) -> Result<Vec<String>> {
-        let (by, answer) = self.offer_by_any_name(url, Value::Array(vec![]))?;
+        let (by, answer) = self.call_by_any_name(url, 0, Value::Array(vec![]))?;
         if by != url && !report.quiet {
             report.line(true, error_line(format!("note: the node at {url} goes by {by}; using that")));
         }
@@ -2105,17 +2105,17 @@ impl Caller {
         Ok(peers)
     }
 
-    /// Offers `peers` to a node (mode 0): the URL it answered by, and its answer. Its token is
-    /// taken over `http://HOST:PORT` and, if the node refuses it, over the other spellings of
+    /// Calls `f(token, mode, arg)` on a node: the URL it answered by, and its answer. Its token
+    /// is taken over `http://HOST:PORT` and, if the node refuses it, over the other spellings of
     /// that address (a node started as `127.0.0.1` refuses `localhost`).
-    fn offer_by_any_name(&self, url: &str, peers: Value) -> Result<(String, Value)> {
-        let answer = self.call(url, 0, peers.clone())?;
+    fn call_by_any_name(&self, url: &str, mode: i32, arg: Value) -> Result<(String, Value)> {
+        let answer = self.call(url, mode, arg.clone())?;
         if answer != Value::Bool(false) {
             return Ok((url.to_string(), answer));
         }
         let others = spellings(node_base(url));
         for other in &others {
-            if let Ok(answer) = self.call(other, 0, peers.clone())
+            if let Ok(answer) = self.call(other, mode, arg.clone())
                 && answer != Value::Bool(false)
             {
                 return Ok((other.clone(), answer));
@@ -2130,15 +2130,20 @@ impl Caller {
         ))))
     }
 
-    /// The names a peer lists for `pattern` (its answer `[[names]]`).
-    fn listing(&self, url: &str, pattern: &str) -> Result<Vec<String>> {
+    /// The names a peer lists for `pattern` (its answer `[[names]]`), and the URL its node goes
+    /// by: a list may hold another spelling of it (one given to a node while it was down).
+    fn listing(&self, url: &str, pattern: &str) -> Result<(String, Vec<String>)> {
         if !valid_peer_url(url) {
             bail!("the peer list holds {:?}, which is not a node URL", cut(url, 100));
         }
-        let answer = self.call(url, 1, Value::from(pattern))?;
+        let (by, answer) =
+            self.call_by_any_name(url, 1, Value::from(pattern)).map_err(|e| match e.downcast_ref() {
+                Some(Failed::Refused(_)) => anyhow!("node {url} refused the password"),
+                _ => e,
+            })?;
         match answer.as_array() {
-            Some([names]) => strings(names, url),
-            _ => Err(unexpected(&answer, url, "a listing [[names]]")),
+            Some([names]) => Ok((by.clone(), strings(names, &by)?)),
+            _ => Err(unexpected(&answer, &by, "a listing [[names]]")),
         }
     }
 
@@ -2472,6 +2477,8 @@ impl Report {
 type Offers = BTreeMap<String, Vec<usize>>;
 /// One file to fetch: an entry of the offers.
 type Job = (String, Vec<usize>);
+/// A peer's listing: the URL its node goes by, and the names it lists.
+type Listed = Result<(String, Vec<String>)>;
 
 /// The client: every file the pattern searches, or with `list` what the network offers,
 /// from every node that `url` knows; true if nothing failed.
@@ -2480,11 +2487,11 @@ fn client(caller: &Caller, url: &str, regex: &Regex, list: bool, report: &Report
         folder().map_err(|e| anyhow!("cannot fetch into this folder: {}", words(&e)))?;
     }
     let pattern = regex.as_str();
-    let peers = caller.entry_peers(url, report)?;
+    let mut peers = caller.entry_peers(url, report)?;
     let listings = parallel(&peers, CLIENT_WORKERS, |peer| {
         if report.interrupted() { Err(anyhow!("interrupted")) } else { caller.listing(peer, pattern) }
     });
-    let offers = gather(&peers, listings, regex, report);
+    let offers = gather(&mut peers, listings, regex, report);
     if list {
         return Ok(show(&peers, &offers, report));
     }
@@ -2503,16 +2510,33 @@ fn client(caller: &Caller, url: &str, regex: &Regex, list: bool, report: &Report
 }
 
 /// The safe names the peers offer, each with the peers offering it, in peer order; a
-/// failed listing and the names refused are reported (each refused name a failed file).
-fn gather(peers: &[String], listings: Vec<Result<Vec<String>>>, regex: &Regex, report: &Report) -> Offers {
+/// failed listing and the names refused are reported (each refused name a failed file). A
+/// peer listed under another spelling of its node's URL is known by that URL from here on.
+fn gather(peers: &mut [String], listings: Vec<Listed>, regex: &Regex, report: &Report) -> Offers {
     let mut offers = Offers::new();
     for (p, listing) in listings.into_iter().enumerate() {
-        let names = listing.inspect_err(|e| {
-            let no_answer = matches!(e.downcast_ref(), Some(Failed::NoAnswer(_)));
-            report.failed(|c| if no_answer { c.unreachable += 1 } else { c.erring += 1 }, format!("{e:#}"));
-        });
+        let (by, names) = match listing {
+            Ok(listed) => listed,
+            Err(e) => {
+                let no_answer = matches!(e.downcast_ref(), Some(Failed::NoAnswer(_)));
+                report
+                    .failed(|c| if no_answer { c.unreachable += 1 } else { c.erring += 1 }, format!("{e:#}"));
+                continue;
+            }
+        };
+        if by != peers[p] {
+            let listed = peers.contains(&by); // then its names come from there
+            let what = if listed { "listed already" } else { "using that" };
+            if !report.quiet {
+                report.line(true, error_line(format!("note: the peer {} goes by {by}; {what}", peers[p])));
+            }
+            if listed {
+                continue;
+            }
+            peers[p] = by;
+        }
         let safe = |name: &String| plain_name(name) && !is_part(name) && regex.is_match(name);
-        let (names, refused): (Vec<_>, Vec<_>) = names.unwrap_or_default().into_iter().partition(safe);
+        let (names, refused): (Vec<_>, Vec<_>) = names.into_iter().partition(safe);
         refuse(&peers[p], &refused, report);
         for name in names {
             if offers.get(&name).is_none_or(|at| at.last() != Some(&p)) {

@@ -419,6 +419,32 @@ mod urls {
     }
 
     #[test]
+    fn a_peer_listed_under_another_spelling_of_its_node_is_that_node_not_a_refusal() {
+        let (_dir_a, a) = node_sharing(&[("a.txt", b"a\n")], &[]);
+        let (_dir_z, lone) = node_sharing(&[("z.txt", b"z\n")], &[]);
+        let (_dir_b, b) = node_sharing(&[("b.txt", b"b\n")], &[&a.url]);
+        wait_for_peers(&b, 2);
+        // as a node given `localhost` while its peer was down holds it: one alias of a node B
+        // lists, and one of a node B knows by no other URL
+        let (alias, lone_alias) =
+            (format!("http://localhost:{}", a.port()), format!("http://localhost:{}", lone.port()));
+        let offer = xmlrpc::Value::Array(vec![alias.as_str().into(), lone_alias.as_str().into()]);
+        common::call(&b.url, &common::token(PW, &b.url), 0, offer).expect("an offer");
+        let (dir, run) = client(PW, &b.url);
+        assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
+        assert_eq!(dir.names(), ["a.txt", "b.txt", "z.txt"]);
+        assert!(run.stdout.contains(&fetched_line("z.txt", 2, &lone.url)), "{}", run.stdout);
+        let notes = [
+            format!("tinyp2p: note: the peer {alias} goes by {}; listed already", a.url),
+            format!("tinyp2p: note: the peer {lone_alias} goes by {}; using that", lone.url),
+        ];
+        assert_eq!(lines(&run.stderr), notes.iter().map(String::as_str).collect::<Vec<_>>());
+        let listed = tinyp2p(TempDir::new().path(), &[PW, "list", &b.url]);
+        assert_eq!(listed.status.code(), Some(0), "{}", listed.stderr);
+        assert!(!listed.stdout.contains("localhost"), "{}", listed.stdout);
+    }
+
+    #[test]
     fn a_trailing_slash_or_rpc2_is_not_part_of_the_node_url_and_needs_no_note() {
         let (_shared, node) = node_sharing(&[("hello.txt", HELLO)], &[]);
         for typed in [format!("{}/", node.url), format!("{}/RPC2", node.url)] {
