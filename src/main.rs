@@ -949,6 +949,8 @@ const SURVEY_CACHE: usize = 4096;
 const SETTLE: Duration = Duration::from_secs(2);
 /// Request log lines the shell keeps for its `log` command.
 const LOG_LINES: usize = 200;
+/// Request log lines that wait while standard error cannot take them; more are dropped.
+const LOG_BACKLOG: usize = 1024;
 /// Longest a node waits for a peer it probes to make room in a full list.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Peers probed at once to make room in a full list.
@@ -1120,7 +1122,8 @@ impl Node {
         }
         match lock(&self.printer).as_mut() {
             Some(printer) => drop(printer.print(format!("{line}\n"))),
-            None => say_err(line),
+            None if warning => say_err(line),
+            None => log_later(line),
         }
     }
 
@@ -1341,6 +1344,19 @@ fn respond(node: &Node, request: &mut Request) -> Result<Answer, (u16, String)> 
         let why = printable(&cut(&why, MAX_ECHO));
         Answer::Xml(answer_xml(Err(why.clone())).into(), format!("fault: {why}"))
     }))
+}
+
+/// Writes a request's log line on stderr from a thread of its own, in order: a terminal paused
+/// with Ctrl-S, or a pipe nobody reads, then holds up that thread, never a worker (measured:
+/// a paused terminal stopped a node answering anyone within 5 s).
+fn log_later(line: String) {
+    static LOGGER: std::sync::OnceLock<mpsc::SyncSender<String>> = std::sync::OnceLock::new();
+    let logger = LOGGER.get_or_init(|| {
+        let (lines, to_write) = mpsc::sync_channel(LOG_BACKLOG);
+        std::thread::spawn(move || to_write.into_iter().for_each(say_err));
+        lines
+    });
+    let _ = logger.try_send(line); // LOG_BACKLOG lines waiting: this one is dropped
 }
 
 /// The local time as Python's server log writes it: `24/Nov/2026 10:00:00`.
@@ -2558,7 +2574,9 @@ fn refuse(url: &str, refused: &[String], report: &Report) {
             // Python reads some syntax otherwise (its `\w` matches `²`)
             _ => "the pattern, as this client reads it, does not match it",
         };
-        let line = format!("node {url} offered the name {}, which is refused: {why}", quoted(name));
+        // a hostile node's names can be megabytes
+        let line =
+            format!("node {url} offered the name {}, which is refused: {why}", quoted(&cut(name, 100)));
         report.failed(|c| c.failed += 1, line);
     }
     if shown < refused.len() {
@@ -2921,18 +2939,20 @@ fn clean_stale_parts() {
     }
 }
 
-/// Takes Ctrl-C, SIGTERM and SIGHUP on a thread of its own: Ctrl-C during a shell's `ls`
-/// or `fetch` interrupts it; otherwise unfinished `.part` files are removed and the
-/// program ends (128 + the signal, as shells report it).
+/// Takes Ctrl-C, SIGTERM, SIGHUP, and the other signals whose default ends a program (SIGQUIT,
+/// SIGUSR1, SIGUSR2, SIGALRM) on a thread of its own: Ctrl-C during a shell's `ls` or `fetch`
+/// interrupts it; otherwise unfinished `.part` files are removed, the terminal restored, and
+/// the program ends (128 + the signal, as shells report it).
 fn watch_signals() {
     // blocked in this thread's mask, which every thread started later inherits, so the
     // signals reach only `wait` below
-    let set = SigSet::from_iter([Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP]);
+    use Signal::{SIGALRM, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+    let set = SigSet::from_iter([SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM]);
     let _ = set.thread_block();
     std::thread::spawn(move || {
         loop {
             let Ok(signal) = set.wait() else { continue };
-            if signal == Signal::SIGINT && PROMPT.load(Relaxed) {
+            if signal == SIGINT && PROMPT.load(Relaxed) {
                 CTRL_C.store(true, Relaxed);
             } else {
                 end_on(signal as i32);

@@ -104,7 +104,18 @@ pub struct Node {
 
 impl Node {
     /// Starts `cmd` (a server) and waits for its `listening on URL` line.
-    pub fn start(mut cmd: Command) -> Node {
+    pub fn start(cmd: Command) -> Node {
+        Node::start_reading(cmd, true)
+    }
+
+    /// Starts `cmd` (a server), waits for its `listening on URL` line, and reads no more of its
+    /// stderr, as a terminal paused with Ctrl-S or a pipe nobody reads would.
+    pub fn start_unread(cmd: Command) -> Node {
+        Node::start_reading(cmd, false)
+    }
+
+    /// Starts `cmd` and waits for its URL; with `on`, reads its stderr to the end.
+    fn start_reading(mut cmd: Command, on: bool) -> Node {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -121,6 +132,11 @@ impl Node {
                 sink.lock().unwrap().push(line);
                 if let Some(url) = url {
                     let _ = tx.send(url);
+                    if !on {
+                        loop {
+                            std::thread::park(); // the pipe stays open, unread
+                        }
+                    }
                 }
             }
         });
@@ -233,11 +249,16 @@ pub fn python_client(password: &str, dir: &Path, url: &str, pattern: &str) -> Ru
 
 /// Calls `f(token, mode, arg)` on a node with the xmlrpc crate; Err holds the failure text.
 pub fn call(url: &str, token: &str, mode: i32, arg: xmlrpc::Value) -> Result<xmlrpc::Value, String> {
+    let answer = post(url, &call_body(token, mode, arg)).map_err(|e| e.to_string())?;
+    parse_answer(answer).map_err(|e| e.to_string())
+}
+
+/// The XML-RPC body of a call of `f(token, mode, arg)`.
+pub fn call_body(token: &str, mode: i32, arg: xmlrpc::Value) -> Vec<u8> {
     let request = xmlrpc::Request::new("f").arg(token).arg(mode).arg(arg);
     let mut body = Vec::new();
     request.write_as_xml(&mut body).unwrap();
-    let answer = post(url, &body).map_err(|e| e.to_string())?;
-    parse_answer(answer).map_err(|e| e.to_string())
+    body
 }
 
 /// Parses an XML-RPC answer with the xmlrpc crate: a fault, or XML it cannot read, is an error.

@@ -981,6 +981,22 @@ mod floods {
     }
 
     #[test]
+    fn refused_names_of_megabytes_are_shown_by_their_start() {
+        let names = ["x".repeat(200_000), "y".repeat(200_000), "ok.txt".into()];
+        let fake = listing_peer(&names, "ok bytes");
+        let dir = TempDir::new();
+        let (run, _) = client(dir.path(), &fake.url, ".");
+        assert_failed_naming(&run, &fake.url);
+        assert_eq!(dir.names(), ["ok.txt"]);
+        assert!(run.stderr.len() < 1000, "{} bytes: {}", run.stderr.len(), short(&run.stderr));
+        let line = format!(
+            "offered the name \"{}...\", which is refused: it is not one plain file name",
+            "x".repeat(100)
+        );
+        assert!(run.stderr.contains(&line), "{}", short(&run.stderr));
+    }
+
+    #[test]
     fn a_listing_of_thousands_of_refused_names_is_a_few_lines_and_counts_each() {
         let mut names: Vec<String> = (0..2000).map(|i| format!("../escape-{i}.txt")).collect();
         names.push("good.txt".into());

@@ -597,6 +597,13 @@ OPENAT(openat64)
     }
 
     #[test]
+    fn sigquit_sigusr1_and_sigalrm_mid_download_remove_the_part_file_and_exit_128_plus_the_signal() {
+        for sig in [libc::SIGQUIT, libc::SIGUSR1, libc::SIGALRM] {
+            interrupted(sig);
+        }
+    }
+
+    #[test]
     fn a_part_file_left_by_kill_9_is_removed_by_the_next_run_in_that_folder() {
         let lib_dir = TempDir::new();
         let lib = shim(&lib_dir);
@@ -1266,6 +1273,30 @@ mod stalled_clients {
 // ---------------------------------------------------------------------------------------
 // 8. Memory a head flood took is given back
 // ---------------------------------------------------------------------------------------
+
+mod unread_logs {
+    use super::*;
+
+    #[test]
+    fn a_node_whose_log_nobody_reads_keeps_answering_keep_alive_calls() {
+        let dir = TempDir::new();
+        let mut cmd = common::tinyp2p();
+        cmd.args([PW, "server", "127.0.0.1", "0"]).current_dir(dir.path());
+        let node = Node::start_unread(cmd);
+        let (token, agent) = (common::token(PW, &node.url), ureq::Agent::new_with_defaults());
+        let body = common::call_body(&token, 0, Value::Array(vec![]));
+        // each log line is about 100 bytes: the pipe's 64 KiB fill within the first 700 calls
+        for call in 0..3000 {
+            let post = agent
+                .post(format!("{}/RPC2", node.url))
+                .config()
+                .timeout_global(Some(Duration::from_secs(20)));
+            let answer = post.build().send(&body[..]).and_then(|mut a| a.body_mut().read_to_string());
+            let answer = answer.unwrap_or_else(|e| panic!("call {call}: {e}"));
+            assert!(answer.contains(&node.url), "call {call}: {answer}");
+        }
+    }
+}
 
 mod head_floods {
     use super::*;
