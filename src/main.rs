@@ -1669,13 +1669,14 @@ impl Pool {
     /// at once (item 9).
     fn answer(&self, request: Request) {
         let conn = request.remote_addr().copied();
-        *lock(&self.under_way).entry(conn).or_default() += 1;
-        let piled_up = || lock(&self.under_way).get(&conn).is_some_and(|&n| n > PIPELINED);
-        let since = Instant::now();
-        while piled_up() && since.elapsed() < PIPELINED_FOR {
+        let depth = *lock(&self.under_way).entry(conn).and_modify(|n| *n += 1).or_insert(1);
+        // looked at again only while it is too deep: the common request locks twice, as before
+        let (mut piled_up, since) = (depth > PIPELINED, Instant::now());
+        while piled_up && since.elapsed() < PIPELINED_FOR {
             std::thread::sleep(Duration::from_millis(1));
+            piled_up = lock(&self.under_way).get(&conn).is_some_and(|&n| n > PIPELINED);
         }
-        if piled_up() {
+        if piled_up {
             shut(conn, Shutdown::Both);
             let _ = send(request, Response::from_data(Vec::new()).with_status_code(429));
         } else {
