@@ -5,12 +5,13 @@
 //! content codec, node, tiny_http's price, join, client, shell, files and signals.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque, hash_map::Entry};
 use std::ffi::OsString;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufWriter, Cursor, IsTerminal, Read, Seek, Write};
-use std::mem::ManuallyDrop;
+use std::mem::{ManuallyDrop, take};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::{AsRawFd, FromRawFd};
@@ -35,7 +36,7 @@ use regex::{Regex, RegexBuilder};
 use tiny_http::{Header, Method, Request, Response};
 use unicode_width::UnicodeWidthStr;
 use xml::reader::{EventReader, XmlEvent};
-use xmlrpc::{Fault, Transport, Value};
+use xmlrpc::{Fault, Value};
 
 // ================================================================ command line
 
@@ -335,14 +336,14 @@ fn token_ok(password: &[u8], url: &str, token: &str) -> bool {
 
 // ================================================================ XML-RPC codec
 
-/// Deepest element nesting read, by a node and (through `check_answer`) by the xmlrpc
-/// crate: a listing is 11 deep, and the crate's parser recurses once per level.
+/// Deepest element nesting read: a listing is 11 deep, and `read_value` recurses once per level.
 const MAX_XML_DEPTH: usize = 32;
 /// Most elements in one call a node reads: a full peer list takes two per peer. (A tree
 /// of them costs about 200 bytes an element, so at most a few MB a request.)
 const MAX_ELEMENTS: usize = 2 * MAX_PEERS + 64;
-/// Most items in one XML-RPC list a node reads: no offer needs more.
-const MAX_ITEMS: usize = MAX_PEERS;
+/// Most elements in one answer a client reads: a listing as long as MAX_ANSWER_BYTES allows,
+/// of the shortest names, takes one per name (`<value>a</value>`); so junk costs no more.
+const MAX_ANSWER_ELEMENTS: usize = (MAX_ANSWER_BYTES / 16) as usize;
 /// Most namespace bindings in scope at an element (three are built in; XML-RPC declares
 /// none): xml-rs copies them all into each element it reads, so that many declarations
 /// times many elements would keep a core busy for minutes.
@@ -409,65 +410,48 @@ fn to_utf8(xml: Vec<u8>) -> Vec<u8> {
     format!("<?xml version=\"1.0\" encoding=\"utf-8\"?>{text}").into_bytes()
 }
 
-/// Refuses an answer the xmlrpc crate must not parse: a DTD, an encoding it would misread,
-/// elements nested deeper than MAX_XML_DEPTH, which would overflow the stack, or more than
-/// MAX_NAMESPACES. They are counted by the same XML reader the crate uses, so comments, CDATA
-/// and other encodings cannot hide them.
-fn check_answer(xml: &[u8]) -> Result<(), String> {
-    refuse_dtd(xml)?;
-    let mut depth = 0usize;
-    // the events stop after the end of the document or an error, which is the crate's to report
-    for event in EventReader::new(xml) {
-        match event {
-            Ok(XmlEvent::StartDocument { encoding, .. }) => refuse_misread(&encoding)?,
-            Ok(XmlEvent::StartElement { namespace, .. })
-                if depth == MAX_XML_DEPTH || namespace.0.len() > MAX_NAMESPACES =>
-            {
-                return Err("answer nested too deeply or declaring too many namespaces".into());
-            }
-            Ok(XmlEvent::StartElement { .. }) => depth += 1,
-            Ok(XmlEvent::EndElement { .. }) => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    Ok(())
-}
+/// The tags of XML-RPC, which elements hold without an allocation of their own.
+const TAGS: &str = "methodCall methodName methodResponse params param value fault array data struct member \
+                    name string int i4 i8 double boolean base64 nil";
 
-/// An XML element, as much of it as XML-RPC reads.
+/// An element being read.
 #[derive(Default)]
-struct Element {
-    /// Its local name.
-    tag: String,
+struct Open {
+    /// Its local name: one of TAGS without an allocation of its own (a listing holds a
+    /// million), any other as read.
+    tag: Cow<'static, str>,
     /// Its character data, white space included: Python reads `<string> </string>` as " ".
     text: String,
-    /// Its child elements, in order.
-    children: Vec<Element>,
+    /// The values of the elements in it so far, in order (see `close`).
+    values: Vec<Value>,
 }
 
-/// The element a document holds. Refused: a DTD, an encoding xml-rs would misread, nesting
-/// deeper than MAX_XML_DEPTH, more than MAX_ELEMENTS elements, or MAX_NAMESPACES, so a small
-/// body cannot cost a node much.
-fn read_element(xml: &[u8]) -> Result<Element, String> {
+/// Reads an XML-RPC document: its root's tag, and the values of the elements in it. Each
+/// element becomes a value once it is whole, so a listing costs its names and no tree.
+/// Refused: a DTD, an encoding xml-rs would misread, nesting deeper than MAX_XML_DEPTH, more
+/// than `most` elements, or MAX_NAMESPACES, so a small body cannot cost a node or client much.
+fn read_xml(xml: &[u8], most: usize) -> Result<(Cow<'static, str>, Vec<Value>), String> {
     refuse_dtd(xml)?;
-    let (mut open, mut count) = (vec![Element::default()], 0);
+    let (mut open, mut count) = (vec![Open::default()], 0); // the document, then its open elements
     for event in EventReader::new(xml) {
         match event.map_err(|e| format!("malformed XML: {e}"))? {
             XmlEvent::StartDocument { encoding, .. } => refuse_misread(&encoding)?,
             XmlEvent::StartElement { name, namespace, .. } => {
                 count += 1;
-                if open.len() > MAX_XML_DEPTH || count > MAX_ELEMENTS || namespace.0.len() > MAX_NAMESPACES {
-                    let why = "XML-RPC call nested too deeply, too long or declaring too many namespaces";
-                    return Err(why.into());
+                if open.len() > MAX_XML_DEPTH || count > most || namespace.0.len() > MAX_NAMESPACES {
+                    return Err("XML nested too deeply, too long or declaring too many namespaces".into());
                 }
-                open.push(Element { tag: name.local_name, ..Element::default() });
+                let known = TAGS.split(' ').find(|tag| *tag == name.local_name);
+                open.push(Open { tag: known.map_or(name.local_name.into(), Into::into), ..Open::default() });
             }
             XmlEvent::EndElement { .. } => {
-                let mut done = open.pop().expect("xml-rs pairs every end with a start");
-                done.children.shrink_to_fit(); // most hold one child: no room kept for four
+                let done = open.pop().expect("xml-rs pairs every end with a start");
                 if open.len() == 1 {
-                    return Ok(done); // the root element is whole: what follows it is not read
+                    return Ok((done.tag, done.values)); // the root is whole: what follows it is not read
                 }
-                open.last_mut().expect("the document stays open").children.push(done);
+                let parent = open.last_mut().expect("the document stays open");
+                nested(&parent.tag, &done.tag)?;
+                parent.values.push(close(done)?);
             }
             XmlEvent::Characters(text) | XmlEvent::Whitespace(text) | XmlEvent::CData(text) => {
                 open.last_mut().expect("the document stays open").text.push_str(&text);
@@ -478,57 +462,70 @@ fn read_element(xml: &[u8]) -> Result<Element, String> {
     Err("no XML element".into())
 }
 
-/// Parses a `<methodCall>` into its method name and parameters.
-fn parse_call(body: &[u8]) -> Result<(String, Vec<Value>), String> {
-    let call = read_element(body)?;
-    let malformed = || "malformed XML-RPC call".to_string();
-    let (name, params) = match call.children.as_slice() {
-        [name] => (name, &[][..]),
-        [name, params] if params.tag == "params" => (name, params.children.as_slice()),
-        _ => return Err(malformed()),
+/// Refuses an element `child` where XML-RPC has none: in a `parent` that holds no such element.
+fn nested(parent: &str, child: &str) -> Result<(), String> {
+    let types = ["string", "int", "i4", "i8", "double", "boolean", "base64", "nil", "array", "struct"];
+    let fits = match parent {
+        "methodCall" => matches!(child, "methodName" | "params"),
+        "methodResponse" => matches!(child, "params" | "fault"),
+        "params" => child == "param",
+        "param" | "fault" | "data" => child == "value",
+        "array" => child == "data",
+        "struct" => child == "member",
+        "member" => matches!(child, "name" | "value"),
+        "value" if !types.contains(&child) => {
+            return Err(format!("XML-RPC type <{child}> is not supported here"));
+        }
+        "value" => true,
+        _ => false,
     };
-    if call.tag != "methodCall" || name.tag != "methodName" || !name.children.is_empty() {
-        return Err(malformed());
-    }
-    let values = params.iter().map(|param| match param.children.as_slice() {
-        [value] if param.tag == "param" => read_value(value),
-        _ => Err(malformed()),
-    });
-    Ok((name.text.clone(), values.collect::<Result<_, _>>()?))
+    if fits { Ok(()) } else { Err(format!("malformed XML-RPC: <{child}> in <{parent}>")) }
 }
 
-/// One `<value>`: the scalar types, and arrays of them; with no type tag, a string.
-fn read_value(value: &Element) -> Result<Value, String> {
-    let malformed = || format!("malformed XML-RPC value <{}>", value.tag);
-    let typed = match value.children.as_slice() {
-        _ if value.tag != "value" => return Err(malformed()),
-        [] => return Ok(Value::String(value.text.clone())),
-        [typed] if value.text.trim().is_empty() => typed,
-        _ => return Err(malformed()),
-    };
-    let text = typed.text.trim();
-    let invalid = || format!("invalid <{}> {text:?}", typed.tag);
-    match (typed.tag.as_str(), typed.children.as_slice()) {
-        ("array", [data]) if data.children.len() > MAX_ITEMS => {
-            Err(format!("lists of more than {MAX_ITEMS} items are refused"))
+/// The value a whole element stands for: a `<value>` that of the typed element in it, or its
+/// text as a string; a typed element its text read as that type; `<array>`, `<param>` and
+/// `<fault>` the value in them; `<data>`, `<params>` and a `<member>` the list of theirs.
+fn close(element: Open) -> Result<Value, String> {
+    let Open { tag, text, mut values } = element;
+    let trimmed = text.trim();
+    let (blank, malformed) = (trimmed.is_empty(), || format!("malformed XML-RPC <{tag}>"));
+    let invalid = || format!("invalid <{tag}> {trimmed:?}");
+    match (&*tag, values.len()) {
+        ("value" | "string" | "name" | "methodName", 0) => Ok(Value::String(text)),
+        ("value" | "array", 1) | ("data", _) if !blank => Err(malformed()),
+        ("value" | "array" | "param", 1) => Ok(values.remove(0)),
+        ("fault", 1) if matches!(values[0], Value::Struct(_)) => Ok(values.remove(0)),
+        ("data" | "params", _) | ("member", 2) => Ok(Value::Array(values)),
+        ("struct", _) => {
+            let member = |member| {
+                let Value::Array(pair) = member else { return None };
+                let Ok([Value::String(name), value]) = <[Value; 2]>::try_from(pair) else { return None };
+                Some((name, value))
+            };
+            values.into_iter().map(member).collect::<Option<_>>().map(Value::Struct).ok_or_else(malformed)
         }
-        ("array", [data]) if data.tag == "data" && (text, data.text.trim()) == ("", "") => {
-            data.children.iter().map(read_value).collect::<Result<_, _>>().map(Value::Array)
-        }
-        ("string", []) => Ok(Value::String(typed.text.clone())),
         // Python reads an <int> past i32 too (one past i64 is refused here)
-        ("int" | "i4" | "i8", []) => text.parse().map(Value::Int64).map_err(|_| invalid()),
-        ("double", []) => text.parse().map(Value::Double).map_err(|_| invalid()),
-        ("boolean", []) => matches!(text, "0" | "1").then(|| Value::Bool(text == "1")).ok_or_else(invalid),
-        ("base64", []) => {
-            let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        ("int" | "i4" | "i8", 0) => trimmed.parse().map(Value::Int64).map_err(|_| invalid()),
+        ("double", 0) => trimmed.parse().map(Value::Double).map_err(|_| invalid()),
+        ("boolean", 0) => {
+            matches!(trimmed, "0" | "1").then(|| Value::Bool(trimmed == "1")).ok_or_else(invalid)
+        }
+        ("base64", 0) => {
+            let digits: Vec<u8> = trimmed.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
             base64_simd::STANDARD.decode_to_vec(&digits).map(Value::Base64).map_err(|_| invalid())
         }
-        ("nil", []) => Ok(Value::Nil),
-        ("array" | "string" | "int" | "i4" | "i8" | "double" | "boolean" | "base64" | "nil", _) => {
-            Err(malformed())
-        }
-        (other, _) => Err(format!("XML-RPC type <{other}> is not supported here")),
+        ("nil", 0) => Ok(Value::Nil),
+        _ => Err(malformed()),
+    }
+}
+
+/// Parses a `<methodCall>` into its method name and parameters.
+fn parse_call(body: &[u8]) -> Result<(String, Vec<Value>), String> {
+    let (root, mut values) = read_xml(body, MAX_ELEMENTS)?;
+    match (&*root, values.as_mut_slice()) {
+        ("methodCall", [Value::String(name)]) => Ok((take(name), vec![])),
+        ("methodCall", [Value::String(name), Value::Array(params)]) => Ok((take(name), take(params))),
+        _ => Err("malformed XML-RPC call".into()),
     }
 }
 
@@ -770,7 +767,7 @@ impl<R: Read> Scanner<R> {
 
 /// Streams a mode-2 answer's content into `out`: `Some(bytes)` when it was a string or
 /// base64 value, `None` for anything else (False, a fault, XML this path does not stream),
-/// which the caller then asks again through the xmlrpc crate.
+/// which the caller then asks for again whole, for `parse`.
 fn decode_content(src: impl Read, out: &mut impl Write) -> io::Result<Option<u64>> {
     let mut s = Scanner { src, buf: vec![0; SCAN_BUFFER], pos: 0, end: 0 };
     let Some(close) = open_value(&mut s)? else { return Ok(None) };
@@ -810,7 +807,7 @@ fn open_value(s: &mut Scanner<impl Read>) -> io::Result<Option<&'static [u8]>> {
         r if r.starts_with(b"<base64>") => b"</base64>",
         // empty, or white space alone: that is its text, as Python reads it
         r if r.starts_with(b"</value>") => return Ok(Some(b"</value>")),
-        // other tags, and white space past what is read, are the crate's to read
+        // other tags, and white space past what is read, are for `parse`
         r if r.is_empty() || r[0] == b'<' => return Ok(None),
         _ => return Ok(Some(b"</value>")), // its leading white space is part of the text
     };
@@ -819,11 +816,10 @@ fn open_value(s: &mut Scanner<impl Read>) -> io::Result<Option<&'static [u8]>> {
 }
 
 /// Streams character data up to `close`, undoing escapes; `None` on XML it does not
-/// stream (CDATA, comments, unusual entities). A raw CR is kept as it came, as the xmlrpc
-/// crate (xml-rs) keeps it, so CRLF text from a Python node arrives exact. Text the crate
-/// would refuse (control characters, broken UTF-8) is written as it came: content is
-/// content, and on every answer the crate accepts the two agree, but for text of white
-/// space alone, which the crate drops and Python (and this path) keeps.
+/// stream (CDATA, comments, unusual entities). A raw CR is kept as it came, as `parse`
+/// (xml-rs) keeps it, so CRLF text from a Python node arrives exact. Text xml-rs would refuse
+/// (control characters, broken UTF-8) is written as it came: content is content, and on
+/// every answer `parse` accepts the two agree.
 fn stream_text(s: &mut Scanner<impl Read>, close: &[u8], out: &mut impl Write) -> io::Result<Option<u64>> {
     let (mut text, mut total) = (Vec::with_capacity(CHUNK + 8), 0u64);
     loop {
@@ -1154,6 +1150,9 @@ impl Node {
     /// list first makes room (see `make_room`).
     fn offer(&self, arg: &Value) -> Result<Answer, String> {
         let items = arg.as_array().ok_or("mode 0 takes a list of peer URLs")?;
+        if items.len() > MAX_PEERS {
+            return Err(format!("lists of more than {MAX_PEERS} items are refused"));
+        }
         let urls: Option<Vec<&str>> = items.iter().map(Value::as_str).collect();
         let urls = urls.ok_or("mode 0 takes a list of strings")?;
         let mut peers = lock(&self.peers);
@@ -2003,17 +2002,6 @@ struct Caller {
     deadline: Duration,
 }
 
-/// The xmlrpc crate's transport, for an answer `Caller::answer` has read already.
-struct Answered(Vec<u8>);
-
-impl Transport for Answered {
-    type Stream = Cursor<Vec<u8>>;
-
-    fn transmit(self, _: &xmlrpc::Request) -> Result<Self::Stream, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(Cursor::new(self.0))
-    }
-}
-
 /// A failed call that is told apart from the others, in a person's words. An anyhow message
 /// (`anyhow::Error::msg`), which `downcast_ref` finds as it finds an error type.
 #[derive(Debug)]
@@ -2068,13 +2056,11 @@ impl Caller {
         }
     }
 
-    /// The whole answer of `url` to an XML-RPC `body`: at most MAX_ANSWER_BYTES, within the
-    /// deadline, and none the xmlrpc crate must not parse (see `check_answer`).
+    /// The whole answer of `url` to an XML-RPC `body`, in UTF-8: at most MAX_ANSWER_BYTES,
+    /// within the deadline.
     fn answer(&self, url: &str, body: &[u8]) -> Result<Vec<u8>> {
         let read = self.send(url, body, true)?.into_with_config().limit(MAX_ANSWER_BYTES).read_to_vec();
-        let answer = to_utf8(read.map_err(|e| self.plain(url, e))?);
-        check_answer(&answer).map_err(|why| anyhow!("node {url}: {why}"))?;
-        Ok(answer)
+        Ok(to_utf8(read.map_err(|e| self.plain(url, e))?))
     }
 
     /// A failed call to `url`, or read or write of its answer, in a person's words; a
@@ -2120,9 +2106,9 @@ impl Caller {
         }
     }
 
-    /// Calls `f(token, mode, arg)` on `url` and parses the whole answer with the xmlrpc crate.
+    /// Calls `f(token, mode, arg)` on `url` and parses the whole answer.
     fn call(&self, url: &str, mode: i32, arg: Value) -> Result<Value> {
-        parse(url, self.answer(url, &call_xml(&token(&self.password, node_base(url)), mode, arg))?)
+        parse(url, &self.answer(url, &call_xml(&token(&self.password, node_base(url)), mode, arg))?)
     }
 
     /// The peer list of the node a person named, each peer once, cut at MAX_PEERS.
@@ -2201,14 +2187,13 @@ impl Caller {
         }
         // Not a plain string or base64 answer in UTF-8: ask again for the whole of it (the first
         // closed, as a node serving one request at a time is still writing it). In UTF-8 now,
-        // the streaming reader takes it, keeping text of white space alone, which the xmlrpc
-        // crate drops; the crate reads the rest.
+        // the streaming reader takes it; `parse` reads the rest (CDATA, comments, entities).
         drop(meter);
         part.file.set_len(0).and_then(|()| part.file.rewind())?;
         let answer = self.answer(url, &request)?;
         let mut data = Vec::new();
         if decode_content(&answer[..], &mut data).map_err(|e| self.plain(url, e))?.is_none() {
-            data = match parse(url, answer)? {
+            data = match parse(url, &answer)? {
                 Value::String(text) => text.into_bytes(),
                 Value::Base64(bytes) => bytes,
                 other => return Err(unexpected(&other, url, "the file")),
@@ -2219,13 +2204,21 @@ impl Caller {
     }
 }
 
-/// Parses a whole answer of `url` with the xmlrpc crate; a fault is an error.
-fn parse(url: &str, answer: Vec<u8>) -> Result<Value> {
-    // the crate parses an answer only as a request's: this one hands over the answer read
-    xmlrpc::Request::new("f").call(Answered(answer)).map_err(|e| match e.fault() {
-        Some(fault) => anyhow!("node {url} answered a fault: {}", cut(&fault.fault_string, MAX_ECHO)),
-        None => anyhow!("node {url} answered something that is not XML-RPC ({e})"),
-    })
+/// Parses a whole answer of `url` as a node parses a call; a fault is an error.
+fn parse(url: &str, answer: &[u8]) -> Result<Value> {
+    let not_rpc = |why: String| anyhow!("node {url} answered something that is not XML-RPC ({why})");
+    let (root, mut values) = read_xml(answer, MAX_ANSWER_ELEMENTS).map_err(not_rpc)?;
+    match (&*root, values.as_mut_slice()) {
+        // <params> stands for the list of its one <param>'s value, a <fault> for its struct
+        ("methodResponse", [Value::Array(params)]) if params.len() == 1 => Ok(params.remove(0)),
+        ("methodResponse", [fault @ Value::Struct(_)]) => {
+            match fault.get("faultString").and_then(Value::as_str) {
+                Some(why) => bail!("node {url} answered a fault: {}", cut(why, MAX_ECHO)),
+                None => Err(not_rpc("malformed <fault>".into())),
+            }
+        }
+        _ => Err(not_rpc("not one value or fault in a <methodResponse>".into())),
+    }
 }
 
 /// A node's URL as its token knows it: `http://HOST:PORT`, without a path a person typed.
@@ -3102,9 +3095,9 @@ mod tests {
         }
     }
 
-    /// What the xmlrpc crate reads as content from an answer, if it accepts it.
-    fn crate_reads(answer: &[u8]) -> Option<Vec<u8>> {
-        match xmlrpc::Request::new("f").call(Answered(answer.to_vec())) {
+    /// What a client reads as content from a whole answer (asked for again), if it accepts it.
+    fn whole_reads(answer: &[u8]) -> Option<Vec<u8>> {
+        match parse("u", &to_utf8(answer.to_vec())) {
             Ok(Value::String(s)) => Some(s.into_bytes()),
             Ok(Value::Base64(b)) => Some(b),
             _ => None,
@@ -3340,22 +3333,16 @@ mod tests {
         }
 
         #[test]
-        fn agrees_with_the_xmlrpc_crate_on_every_answer_it_accepts() {
+        fn agrees_with_the_whole_answer_reader_on_every_answer_it_accepts() {
             let mut rng = Rng(0x2545f4914f6cdd1d);
             let mut streamed = 0;
             for _ in 0..400 {
                 let content = rng.content();
                 for answer in answer_forms(&content) {
                     let fast = fast_reads(&answer, &mut rng);
-                    let slow = crate_reads(&answer);
+                    let slow = whole_reads(&answer);
                     let (Some(fast), Some(slow)) = (fast, slow) else { continue };
                     streamed += 1;
-                    // The one known disagreement: xml-rs reports white-space-only text as
-                    // ignorable, so the crate reads such a string as "". Python reads the
-                    // white space, and so does the fast path.
-                    if slow.is_empty() && fast.iter().all(|&b| xml_space(b)) {
-                        continue;
-                    }
                     let shown = String::from_utf8_lossy(&answer);
                     assert_eq!(fast, slow, "answer {shown:?}");
                 }
@@ -3382,7 +3369,7 @@ mod tests {
         }
 
         #[test]
-        fn leaves_faults_false_and_cdata_to_the_xmlrpc_crate() {
+        fn leaves_faults_false_and_cdata_to_the_whole_answer_reader() {
             let mut rng = Rng(7);
             let fault = answer_xml(Err("no such file".into()));
             let no = answer_xml(Ok(Value::Bool(false)));
@@ -3390,17 +3377,19 @@ mod tests {
             for answer in [&fault[..], &no[..], &cdata[..]] {
                 assert_eq!(fast_reads(answer, &mut rng), None);
             }
-            assert_eq!(crate_reads(cdata), Some(b"x".to_vec()));
+            assert_eq!(whole_reads(cdata), Some(b"x".to_vec()));
+            let spaces = String::from_utf8_lossy(cdata).replace("[x]", "[ \t ]");
+            assert_eq!(whole_reads(spaces.as_bytes()), Some(b" \t ".to_vec()));
         }
 
         #[test]
-        fn leaves_answers_in_other_encodings_to_the_xmlrpc_crate() {
+        fn leaves_answers_in_other_encodings_to_the_whole_answer_reader() {
             let mut rng = Rng(11);
             let value = b"<methodResponse><params><param><value><string>caf\xe9</string></value></param></params></methodResponse>";
             let answer = |declaration: &str| [declaration.as_bytes(), &value[..]].concat();
             let latin1 = answer("<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?>");
             assert_eq!(fast_reads(&latin1, &mut rng), None);
-            assert_eq!(crate_reads(&latin1), Some("café".as_bytes().to_vec()));
+            assert_eq!(whole_reads(&latin1), Some("café".as_bytes().to_vec()));
             let utf8 = answer("<?xml version='1.0' encoding='utf-8'?>");
             assert_eq!(fast_reads(&utf8, &mut rng), Some(b"caf\xe9".to_vec()));
         }
@@ -3464,7 +3453,7 @@ mod tests {
             let call = format!("<methodCall{many}><methodName>f</methodName></methodCall>");
             assert!(parse_call(call.as_bytes()).unwrap_err().contains("namespaces"));
             let answer = format!("<methodResponse><params{many}/></methodResponse>");
-            assert!(check_answer(answer.as_bytes()).unwrap_err().contains("namespaces"));
+            assert!(parse("u", answer.as_bytes()).unwrap_err().to_string().contains("namespaces"));
             let one = "<methodCall xmlns:a=\"u\"><methodName>f</methodName></methodCall>";
             assert!(parse_call(one.as_bytes()).is_ok());
         }
@@ -3480,11 +3469,11 @@ mod tests {
                 let why = parse_call(declared.as_bytes()).unwrap_err();
                 assert!(why.contains(&format!("{refused:?} is not supported")), "{refused}: {why}");
                 let answer = format!("<?xml version='1.0' encoding='{refused}'?><methodResponse/>");
-                assert!(check_answer(answer.as_bytes()).unwrap_err().contains("is not supported"));
+                assert!(parse("u", answer.as_bytes()).unwrap_err().to_string().contains("is not supported"));
             }
-            // a name xml-rs does not know at all it refuses itself: that error is the crate's
+            // a name xml-rs does not know at all it refuses itself
             let unknown = "<?xml version='1.0' encoding='cp1252'?><methodResponse/>";
-            assert!(parse_call(unknown.as_bytes()).is_err() && check_answer(unknown.as_bytes()).is_ok());
+            assert!(parse_call(unknown.as_bytes()).is_err() && parse("u", unknown.as_bytes()).is_err());
             for read in ["", "<?xml version=\"1.0\"?>", "<?xml version='1.0' encoding='UTF-8'?>"] {
                 assert_eq!(parse_call(call(read, "f\u{e9}").as_bytes()).map(|c| c.0), Ok("f\u{e9}".into()));
             }
@@ -3498,9 +3487,9 @@ mod tests {
             );
             let latin1: Vec<u8> = latin1.chars().map(|c| c as u8).collect();
             assert_eq!(parse_call(&latin1).map(|c| c.0), Ok("f\u{e9}".into()));
-            let utf16 = "\u{feff}<?xml version=\"1.0\" encoding=\"utf-16\"?><methodResponse/>";
+            let utf16 = "\u{feff}<?xml version=\"1.0\" encoding=\"utf-16\"?><methodResponse><params><param><value>\u{e9}</value></param></params></methodResponse>";
             let utf16: Vec<u8> = utf16.encode_utf16().flat_map(u16::to_le_bytes).collect();
-            assert_eq!(check_answer(&utf16), Ok(()));
+            assert_eq!(parse("u", &utf16).unwrap(), Value::from("\u{e9}"));
             let utf16_call = call("\u{feff}<?xml version=\"1.0\" encoding=\"UTF-16\"?>", "f\u{e9}");
             let utf16_call: Vec<u8> = utf16_call.encode_utf16().flat_map(u16::to_le_bytes).collect();
             assert_eq!(parse_call(&utf16_call).map(|c| c.0), Ok("f\u{e9}".into()));
@@ -3509,8 +3498,9 @@ mod tests {
         #[test]
         fn answers_nested_deeper_than_the_limit_are_refused_however_they_hide_it() {
             let listing = answer_xml(Ok(Value::Array(vec![Value::Array(vec![Value::from("a")])])));
-            assert_eq!(check_answer(&listing), Ok(()));
-            assert_eq!(check_answer(&answer_xml(Err("no".into()))), Ok(()));
+            assert!(parse("u", &listing).is_ok());
+            let fault = parse("u", &answer_xml(Err("no".into()))).unwrap_err().to_string();
+            assert_eq!(fault, "node u answered a fault: no");
             let hidden = [
                 "<value><array><data>",
                 "<value><array><data><!--</array>-->",
@@ -3519,7 +3509,40 @@ mod tests {
             for level in hidden {
                 let deep =
                     format!("<?xml version=\"1.0\"?><methodResponse><params><param>{}", level.repeat(5000));
-                assert!(check_answer(deep.as_bytes()).is_err(), "{level}");
+                assert!(parse("u", deep.as_bytes()).is_err(), "{level}");
+            }
+        }
+
+        #[test]
+        fn reads_answers_and_faults_and_refuses_elements_out_of_place() {
+            let listing = Value::Array(vec![Value::Array(vec![Value::from(" "), Value::from("a")])]);
+            assert_eq!(parse("u", &answer_xml(Ok(listing.clone()))).unwrap(), listing);
+            let python = "<?xml version='1.0'?>\n<methodResponse>\n<fault>\n<value><struct>\n<member>\n<name>faultCode</name>\n<value><int>1</int></value>\n</member>\n<member>\n<name>faultString</name>\n<value><string>&lt;class 'OSError'&gt;:no</string></value>\n</member>\n</struct></value>\n</fault>\n</methodResponse>\n";
+            assert_eq!(
+                parse("u", python.as_bytes()).unwrap_err().to_string(),
+                "node u answered a fault: <class 'OSError'>:no"
+            );
+            let answer = |inner: &str| format!("<methodResponse>{inner}</methodResponse>");
+            let not_rpc = [
+                "<fault><value><string>no</string></value></fault>",
+                "<fault><value><struct><member><name>faultCode</name><value><int>1</int></value></member></struct></value></fault>",
+                "<params><param><value>a</value></param><param><value>b</value></param></params>",
+                "<params><value>a</value></params>",
+                "<params><param><value><params/></value></param></params>",
+                "<params><param><value><struct><member><value>a</value></member></struct></value></param></params>",
+                "<params/><params/>",
+                "",
+            ];
+            for inner in not_rpc {
+                let why = parse("u", answer(inner).as_bytes()).unwrap_err().to_string();
+                assert!(why.starts_with("node u answered something that is not XML-RPC ("), "{inner}: {why}");
+            }
+            let call = |inner: &str| format!("<methodCall><methodName>f</methodName>{inner}</methodCall>");
+            for out_of_place in ["<params><value>a</value></params>", "<param/>", "<params><param/></params>"]
+            {
+                assert!(
+                    parse_call(call(out_of_place).as_bytes()).unwrap_err().starts_with("malformed XML-RPC")
+                );
             }
         }
 
@@ -3534,12 +3557,18 @@ mod tests {
             assert!(parse_call(deep.as_bytes()).is_err());
             assert!(parse_call(b"not xml").is_err());
             let strings = |n: usize| Value::Array(vec![Value::from("http://a:1"); n]);
-            let (_, params) = parse_call(&call_xml("t", 0, strings(MAX_ITEMS))).unwrap();
-            assert_eq!(params[2], strings(MAX_ITEMS));
-            let too_many = parse_call(&call_xml("t", 0, strings(MAX_ITEMS + 1))).unwrap_err();
-            assert!(too_many.contains("items are refused"), "{too_many}");
+            let (_, params) = parse_call(&call_xml("t", 0, strings(MAX_PEERS))).unwrap();
+            assert_eq!(params[2], strings(MAX_PEERS));
+            let too_many = parse_call(&call_xml("t", 0, strings(MAX_ELEMENTS / 2))).unwrap_err();
+            assert!(too_many.contains("too long"), "{too_many}");
             let dict = b"<methodCall><methodName>f</methodName><params><param><value><struct><member><name>a</name><value>1</value></member></struct></value></param></params></methodCall>";
-            assert_eq!(parse_call(dict).unwrap_err(), "XML-RPC type <struct> is not supported here");
+            let struct_of_one = Value::Struct([("a".to_string(), Value::from("1"))].into());
+            assert_eq!(parse_call(dict).unwrap().1, vec![struct_of_one]);
+            let date = b"<methodCall><methodName>f</methodName><params><param><value><dateTime.iso8601>20261125T00:00:00</dateTime.iso8601></value></param></params></methodCall>";
+            assert_eq!(
+                parse_call(date).unwrap_err(),
+                "XML-RPC type <dateTime.iso8601> is not supported here"
+            );
             assert!(parse_call(b"<methodCall><methodName>f</methodName><params><param><value><int>x</int></value></param></params></methodCall>").is_err());
         }
     }

@@ -389,6 +389,13 @@ mod rust_client_and_python_nodes {
     }
 
     #[test]
+    fn names_of_white_space_alone_from_python_arrive_under_those_names() {
+        let (_network, dir, _run) = fetch_from_python(&[(" ", TEXT)], &[("   ", UNICODE)], ".");
+        assert_eq!(dir.names(), [" ", "   "]);
+        assert_holds(&dir, &[(" ", TEXT), ("   ", UNICODE)]);
+    }
+
+    #[test]
     fn only_names_the_pattern_searches_come_from_python_nodes() {
         let first: &[File] = &[("keep.txt", TEXT), ("skip.bin", b"x")];
         let (_network, dir, _run) =
@@ -682,6 +689,11 @@ mod rust_to_rust {
     #[test]
     fn a_name_with_spaces_and_unicode_arrives_under_that_name() {
         assert_round_trip(&[("my file — ünïcödé 文件.txt", b"named\n")]);
+    }
+
+    #[test]
+    fn names_of_white_space_alone_arrive_under_those_names() {
+        assert_round_trip(&[(" ", b"one space\n"), ("  ", b"  ")]);
     }
 
     #[test]
