@@ -2531,7 +2531,7 @@ fn client(caller: &Caller, url: &str, regex: &Regex, list: bool, report: &Report
     report.count(|c| c.to_fetch = jobs.len() + c.failed); // the names refused have failed already
     parallel(&jobs, CLIENT_WORKERS, |job| fetch(caller, &peers, job, report));
     Ok(report.finish(|c| {
-        let (f, s, e, nodes) = (c.fetched, c.skipped, c.failed, plural(peers.len(), "node"));
+        let (f, s, e, nodes) = (c.fetched, c.skipped, c.failed, nodes(&peers));
         let dead = clause(c.unreachable, &format!(" of {nodes} unreachable"));
         let erring = clause(c.erring, &format!(" of {nodes} answered with an error"));
         let (secs, bytes) = (report.started.elapsed().as_secs_f64(), HumanBytes(c.bytes));
@@ -2560,10 +2560,10 @@ fn gather(peers: &mut [String], listings: Vec<Listed>, regex: &Regex, report: &R
             if !report.quiet {
                 report.line(true, error_line(format!("note: the peer {} goes by {by}; {what}", peers[p])));
             }
+            peers[p] = by;
             if listed {
                 continue;
             }
-            peers[p] = by;
         }
         let safe = |name: &String| plain_name(name) && !is_part(name) && regex.is_match(name);
         let (names, refused): (Vec<_>, Vec<_>) = names.into_iter().partition(safe);
@@ -2632,8 +2632,13 @@ fn show(peers: &[String], offers: &Offers, report: &Report) -> bool {
     report.finish(|c| {
         let (dead, erring) =
             (clause(c.unreachable, " did not answer"), clause(c.erring, " answered with an error"));
-        format!("{} on {}{dead}{erring}", plural(offers.len(), "name"), plural(peers.len(), "node"))
+        format!("{} on {}{dead}{erring}", plural(offers.len(), "name"), nodes(peers))
     })
+}
+
+/// How many nodes a peer list holds, in words: a node listed under two spellings is one.
+fn nodes(peers: &[String]) -> String {
+    plural(peers.iter().collect::<HashSet<_>>().len(), "node")
 }
 
 /// A clause of a summary line on `n` things that went wrong: `, 1 did not answer`; none for 0.

@@ -442,6 +442,8 @@ mod urls {
         let listed = tinyp2p(TempDir::new().path(), &[PW, "list", &b.url]);
         assert_eq!(listed.status.code(), Some(0), "{}", listed.stderr);
         assert!(!listed.stdout.contains("localhost"), "{}", listed.stdout);
+        // the alias is a node listed already: three nodes, not four
+        assert_eq!(lines(&listed.stdout).last(), Some(&"3 names on 3 nodes"), "{}", listed.stdout);
     }
 
     #[test]
