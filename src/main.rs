@@ -1350,23 +1350,30 @@ fn respond(node: &Node, request: &mut Request) -> Result<Answer, (u16, String)> 
 /// reads, then holds up that thread, never a worker (measured: a paused terminal stopped a
 /// node answering anyone within 5 s), and a busy node logs in few system calls.
 fn log_later(line: String) {
-    static WAITING: Mutex<Vec<String>> = Mutex::new(Vec::new());
     static WRITER: std::sync::Once = std::sync::Once::new();
     WRITER.call_once(|| {
         // with no thread to be had, the lines are dropped
         let _ = std::thread::Builder::new().spawn(|| {
             loop {
                 std::thread::sleep(POOL_TICK);
-                let lines = std::mem::take(&mut *lock(&WAITING));
-                if !lines.is_empty() {
-                    say_err(lines.join("\n"));
-                }
+                write_log();
             }
         });
     });
-    let mut waiting = lock(&WAITING);
+    let mut waiting = lock(&LOG_WAITING);
     if waiting.len() < LOG_BACKLOG {
         waiting.push(line); // LOG_BACKLOG lines waiting: this one is dropped
+    }
+}
+
+/// Request log lines waiting to be written (see `log_later`).
+static LOG_WAITING: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Writes the request log lines waiting, in one write.
+fn write_log() {
+    let lines = take(&mut *lock(&LOG_WAITING));
+    if !lines.is_empty() {
+        say_err(lines.join("\n"));
     }
 }
 
@@ -2980,8 +2987,8 @@ fn watch_signals() {
     });
 }
 
-/// Ends the program on a signal: unfinished `.part` files removed, the terminal restored
-/// and the live status cleared.
+/// Ends the program on a signal: unfinished `.part` files removed, the terminal restored, the
+/// request log written and the live status cleared.
 fn end_on(signal: i32) -> ! {
     remove_parts();
     if let Some(terminal) = TERMINAL.get() {
@@ -2992,13 +2999,16 @@ fn end_on(signal: i32) -> ! {
             libc::write(1, c"\x1b[?2004l".as_ptr().cast(), 8);
         }
     }
-    let code = 128 + signal;
-    if let Some(live) = lock(&LIVE).take() {
-        // cleared, and the program ends before a download can draw it again; waited for
-        // briefly only, as a draw to a terminal stopped by Ctrl-S holds it
-        if std::thread::Builder::new().spawn(move || live.suspend(|| end(code))).is_ok() {
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    let (code, live) = (128 + signal, lock(&LIVE).take());
+    // The request log's last lines written, the live status cleared, and the program ended
+    // before a download can draw it again; waited for briefly only, as a terminal stopped by
+    // Ctrl-S holds any write.
+    let last = move || {
+        write_log();
+        live.map_or_else(|| end(code), |live| live.suspend(|| end(code)))
+    };
+    if std::thread::Builder::new().spawn(last).is_ok() {
+        std::thread::sleep(Duration::from_millis(100));
     }
     end(code)
 }

@@ -1296,6 +1296,24 @@ mod unread_logs {
             assert!(answer.contains(&node.url), "call {call}: {answer}");
         }
     }
+
+    #[test]
+    fn a_node_ended_by_sigterm_right_after_a_call_has_logged_that_call() {
+        for round in 0..3 {
+            let dir = TempDir::new();
+            let node = Node::rust(PW, dir.path(), &[]);
+            common::call(&node.url, &common::token(PW, &node.url), 1, Value::from(".")).unwrap();
+            signal(node.pid(), libc::SIGTERM);
+            // the line is written as the node ends; the reader gets it once the pipe closes
+            let logged =
+                || node.log.lock().unwrap().iter().any(|l| l.contains("\"POST /RPC2 HTTP/1.1\" 200"));
+            assert!(
+                common::eventually(Duration::from_secs(5), logged),
+                "round {round}: {:?}",
+                node.log.lock().unwrap()
+            );
+        }
+    }
 }
 
 mod head_floods {
