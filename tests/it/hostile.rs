@@ -1412,6 +1412,28 @@ mod request_documents {
     }
 
     #[test]
+    fn an_entity_expansion_body_in_utf_16_is_refused_with_memory_flat() {
+        let t = Target::new();
+        // parameter entities, ten times bigger each: nine levels, 1.6 KB, took 17 GB
+        let levels: String =
+            (1..=9).map(|i| format!("<!ENTITY % a{i} \"{}\">", format!("%a{};", i - 1).repeat(10))).collect();
+        let dtd = format!("<!DOCTYPE m [<!ENTITY % a0 \"xxxxxxxxxx\">{levels}]>");
+        let call = call_xml(&t.token(), "<int>1</int>", "<string>x</string>");
+        let body = format!(
+            "\u{feff}<?xml version=\"1.0\" encoding=\"UTF-16\"?>{dtd}{}",
+            call.split_once("?>").unwrap().1
+        );
+        for bytes in [u16::to_le_bytes, u16::to_be_bytes] {
+            let body: Vec<u8> = body.encode_utf16().flat_map(bytes).collect();
+            let start = Instant::now();
+            t.assert_refused("a UTF-16 DTD", t.post(&body));
+            assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
+        }
+        t.assert_serves();
+        t.assert_memory_bounded("after a UTF-16 billion laughs");
+    }
+
+    #[test]
     fn a_deeply_nested_array_does_not_crash_the_node() {
         let t = Target::new();
         let depth = 100_000;
