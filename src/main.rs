@@ -17,7 +17,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::AcqRel, Ordering::Acquire, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -336,10 +336,9 @@ fn token_ok(password: &[u8], url: &str, token: &str) -> bool {
 
 // ================================================================ XML-RPC codec
 
-/// Deepest element nesting read: a listing is 11 deep, and `read_value` recurses once per level.
+/// Deepest element nesting read: a listing is 11 deep, and a deeper value is junk.
 const MAX_XML_DEPTH: usize = 32;
-/// Most elements in one call a node reads: a full peer list takes two per peer. (A tree
-/// of them costs about 200 bytes an element, so at most a few MB a request.)
+/// Most elements in one call a node reads: a full peer list takes two per peer.
 const MAX_ELEMENTS: usize = 2 * MAX_PEERS + 64;
 /// Most elements in one answer a client reads: a listing as long as MAX_ANSWER_BYTES allows,
 /// of the shortest names, takes one per name (`<value>a</value>`); so junk costs no more.
@@ -451,16 +450,19 @@ fn read_xml(xml: &[u8], most: usize) -> Result<(Cow<'static, str>, Vec<Value>), 
                     return Err("XML nested too deeply, too long or declaring too many namespaces".into());
                 }
                 let known = TAGS.split(' ').find(|tag| *tag == name.local_name);
-                open.push(Open { tag: known.map_or(name.local_name.into(), Into::into), ..Open::default() });
+                let tag: Cow<'static, str> = known.map_or(name.local_name.into(), Into::into);
+                if open.len() > 1 {
+                    nested(&open[open.len() - 1].tag, &tag)?; // the root's place is checked by the caller
+                }
+                open.push(Open { tag, ..Open::default() });
             }
             XmlEvent::EndElement { .. } => {
                 let done = open.pop().expect("xml-rs pairs every end with a start");
                 if open.len() == 1 {
                     return Ok((done.tag, done.values)); // the root is whole: what follows it is not read
                 }
-                let parent = open.last_mut().expect("the document stays open");
-                nested(&parent.tag, &done.tag)?;
-                parent.values.push(close(done)?);
+                let value = close(done)?;
+                open.last_mut().expect("the document stays open").values.push(value);
             }
             XmlEvent::Characters(text) | XmlEvent::Whitespace(text) | XmlEvent::CData(text) => {
                 open.last_mut().expect("the document stays open").text.push_str(&text);
@@ -1302,8 +1304,12 @@ fn remember<K: std::hash::Hash + Eq, V>(cache: &Mutex<HashMap<K, V>>, most: usiz
     cache.insert(key, value);
 }
 
+/// Requests being answered: a signal that ends the node waits a moment for their log lines.
+static ANSWERING: AtomicUsize = AtomicUsize::new(0);
+
 /// Answers one HTTP request and logs it in one line, as Python's server does.
 fn handle(node: &Node, mut request: Request) {
+    ANSWERING.fetch_add(1, AcqRel);
     let who = request.remote_addr().map_or("-".to_string(), |a| a.ip().to_string());
     // all of it escaped: tiny_http takes any method, control characters included
     let asked = format!("{} {} HTTP/{}", request.method(), request.url(), request.http_version());
@@ -1323,6 +1329,7 @@ fn handle(node: &Node, mut request: Request) {
     };
     let failed = sent.err().map(|e| format!(": sending failed: {}", words(&e))).unwrap_or_default();
     node.note(format!("{line} {status} - {}{failed}", printable(&note)));
+    ANSWERING.fetch_sub(1, AcqRel); // after the line is kept: see `end_on`
 }
 
 /// The answer to one request, or an HTTP error status and its reason.
@@ -1380,9 +1387,11 @@ static LOG_WAITING: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// Writes the request log lines waiting, in one write.
 fn write_log() {
+    // locked first, so that lines taken are written before any taken after them
+    let mut stderr = io::stderr().lock();
     let lines = take(&mut *lock(&LOG_WAITING));
     if !lines.is_empty() {
-        say_err(lines.join("\n"));
+        let _ = stderr.write_all(format!("{}\n", lines.join("\n")).as_bytes());
     }
 }
 
@@ -2072,8 +2081,8 @@ impl Caller {
         }
     }
 
-    /// The whole answer of `url` to an XML-RPC `body`, in UTF-8: at most MAX_ANSWER_BYTES,
-    /// within the deadline.
+    /// The whole answer of `url` to an XML-RPC `body` (Latin-1 turned into UTF-8): at most
+    /// MAX_ANSWER_BYTES, within the deadline.
     fn answer(&self, url: &str, body: &[u8]) -> Result<Vec<u8>> {
         let read = self.send(url, body, true)?.into_with_config().limit(MAX_ANSWER_BYTES).read_to_vec();
         Ok(to_utf8(read.map_err(|e| self.plain(url, e))?))
@@ -3013,6 +3022,11 @@ fn end_on(signal: i32) -> ! {
     // before a download can draw it again; waited for briefly only, as a terminal stopped by
     // Ctrl-S holds any write.
     let last = move || {
+        // the client of an answer just sent may be what sent the signal: its line comes next
+        let since = Instant::now();
+        while ANSWERING.load(Acquire) > 0 && since.elapsed() < Duration::from_millis(50) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         write_log();
         live.map_or_else(|| end(code), |live| live.suspend(|| end(code)))
     };
