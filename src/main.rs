@@ -1192,7 +1192,7 @@ impl Node {
         for batch in candidates.chunks(PROBES) {
             // dead: no answer, or one that is no peer list (False from another network too)
             let dead = parallel(batch, PROBES, |url| {
-                prober.call(url, 0, Value::Array(vec![])).and_then(|answer| strings(&answer, url)).is_err()
+                prober.call(url, 0, Value::Array(vec![])).and_then(|answer| strings(answer, url)).is_err()
             });
             let mut peers = lock(&self.peers);
             batch.iter().zip(dead).filter(|(_, dead)| *dead).for_each(|(url, _)| peers.remove(url));
@@ -1980,7 +1980,7 @@ fn introduce(node: &Node, url: &str) {
 /// Merges the peer list that the peer called as `url` answered by the URL `by`, which
 /// replaces `url` if it differs, or warns that the call failed; true if it answered.
 fn merge_answer(node: &Node, url: &str, answered: Result<(String, Value)>) -> bool {
-    match answered.and_then(|(by, answer)| Ok((strings(&answer, &by)?, by))) {
+    match answered.and_then(|(by, answer)| Ok((strings(answer, &by)?, by))) {
         Ok((urls, by)) => {
             if by != url {
                 node.note(error_line(format_args!("note: the peer {url} goes by {by}; using that")));
@@ -2144,7 +2144,7 @@ impl Caller {
         if by != url && !report.quiet {
             report.line(true, error_line(format!("note: the node at {url} goes by {by}; using that")));
         }
-        let mut peers = strings(&answer, &by)?;
+        let mut peers = strings(answer, &by)?;
         let mut seen = HashSet::new();
         peers.retain(|peer| seen.insert(peer.clone())); // a peer listed twice is visited once
         if peers.len() > MAX_PEERS {
@@ -2191,9 +2191,9 @@ impl Caller {
                 Some(Failed::Refused(_)) => anyhow!("node {url} refused the password"),
                 _ => e,
             })?;
-        match answer.as_array() {
-            Some([names]) => Ok((by.clone(), strings(names, &by)?)),
-            _ => Err(unexpected(&answer, &by, "a listing [[names]]")),
+        match answer {
+            Value::Array(mut outer) if outer.len() == 1 => Ok((by.clone(), strings(outer.remove(0), &by)?)),
+            other => Err(unexpected(&other, &by, "a listing [[names]]")),
         }
     }
 
@@ -2294,10 +2294,12 @@ fn spellings(base: &str) -> Vec<String> {
     urls
 }
 
-/// The strings of an answer that must be a list of strings.
-fn strings(answer: &Value, url: &str) -> Result<Vec<String>> {
-    let items = answer.as_array().ok_or_else(|| unexpected(answer, url, "a list"))?;
-    let strings: Option<Vec<String>> = items.iter().map(|v| v.as_str().map(str::to_string)).collect();
+/// The strings of an answer that must be a list of strings, taken out of it: a listing can
+/// hold a million names, and copies would double what it costs.
+fn strings(answer: Value, url: &str) -> Result<Vec<String>> {
+    let Value::Array(items) = answer else { return Err(unexpected(&answer, url, "a list")) };
+    let string = |item| if let Value::String(s) = item { Some(s) } else { None };
+    let strings: Option<Vec<String>> = items.into_iter().map(string).collect();
     strings.ok_or_else(|| anyhow!("node {url} answered a list holding non-strings"))
 }
 
