@@ -1146,14 +1146,9 @@ impl Node {
         }
         // as the original's `n==0` and `n==1`: 0.0 and False are 0, 1.0 and True are 1, and any
         // other value (the string "1" too) asks for a file
-        let mode = match *mode {
-            Value::Bool(b) => f64::from(u8::from(b)),
-            Value::Double(d) => d,
-            ref other => other.as_i64().map_or(f64::NAN, |n| n as f64),
-        };
         match mode {
-            0.0 => self.offer(arg),
-            1.0 => self.search(arg),
+            Value::Int(0) | Value::Int64(0) | Value::Double(0.0) | Value::Bool(false) => self.offer(arg),
+            Value::Int(1) | Value::Int64(1) | Value::Double(1.0) | Value::Bool(true) => self.search(arg),
             _ => self.open(arg),
         }
     }
