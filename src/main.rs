@@ -117,16 +117,13 @@ struct UsageError(String, bool);
 
 /// Parses the command line, runs it, and alone decides the exit status.
 fn main() -> ExitCode {
-    let (cli, settings) = match parse_cli(std::env::args_os().skip(1)) {
-        Ok(parsed) => parsed,
-        Err(UsageError(why, synopsis)) => {
-            say_err(error_line(why));
-            if synopsis {
-                say_err(format_args!("{SYNOPSIS}\n(tinyp2p --help tells more)"));
-            }
-            return ExitCode::from(2);
+    let parsed = parse_cli(std::env::args_os().skip(1)).inspect_err(|UsageError(why, synopsis)| {
+        say_err(error_line(why));
+        if *synopsis {
+            say_err(format_args!("{SYNOPSIS}\n(tinyp2p --help tells more)"));
         }
-    };
+    });
+    let Ok((cli, settings)) = parsed else { return ExitCode::from(2) };
     std::panic::set_hook(Box::new(|panic| {
         // tiny_http's own threads can give up (its accept loop on EMFILE, say): the pool
         // notices and serves again (see "tiny_http's price"); anything else is a bug here
