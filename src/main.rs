@@ -662,10 +662,9 @@ fn changed_midway() -> io::Error {
 /// The second pass: writes a file's encoded content, failing rather than sending bytes that
 /// differ from what the survey promised (the file changed under us).
 fn encode(mut src: impl Read, plan: Survey, out: &mut impl Write) -> io::Result<()> {
-    let mut sent = 0u64;
+    let (mut sent, mut raw_left) = (0u64, plan.raw);
     let mut raw = Vec::with_capacity(buffer_for(plan.raw, CHUNK) + 4);
     let mut encoded = Vec::with_capacity(buffer_for(plan.encoded, 2 * CHUNK));
-    let mut raw_left = plan.raw;
     while raw_left > 0 {
         let step = buffer_for(raw_left, if plan.text { CHUNK } else { B64_CHUNK });
         if src.by_ref().take(step as u64).read_to_end(&mut raw)? < step {
