@@ -1046,9 +1046,8 @@ enum Answer {
 
 /// Serves this folder as `http://HOST:PORT`, joined through `peers`; with `shell`, a prompt too.
 fn serve(caller: Caller, host: &str, port: u16, peers: &[String], shell: bool) -> Result<bool> {
-    let unshared = |e: io::Error| anyhow!("cannot share this folder: {}", words(&e));
-    folder().map_err(unshared)?;
-    let (names, left_out) = scan().map_err(unshared)?;
+    let scanned = folder().and_then(|_| scan());
+    let (names, left_out) = scanned.map_err(|e| anyhow!("cannot share this folder: {}", words(&e)))?;
     raise_fd_limit();
     let listener = Arc::new(listen(host.trim_matches(['[', ']']), port, caller.settings.timeout)?);
     let local = listener.local_addr().context("no local address")?;
