@@ -459,8 +459,7 @@ fn read_xml(xml: &[u8], most: usize) -> Result<(Cow<'static, str>, Vec<Value>), 
                 if open.len() == 1 {
                     return Ok((done.tag, done.values)); // the root is whole: what follows it is not read
                 }
-                let value = close(done)?;
-                open.last_mut().expect("the document stays open").values.push(value);
+                open.last_mut().expect("the document stays open").values.push(close(done)?);
             }
             XmlEvent::Characters(text) | XmlEvent::Whitespace(text) | XmlEvent::CData(text) => {
                 open.last_mut().expect("the document stays open").text.push_str(&text);
@@ -494,8 +493,7 @@ fn nested(parent: &str, child: &str) -> Result<(), String> {
 /// The value a whole element stands for: a `<value>` that of the typed element in it, or its
 /// text as a string; a typed element its text read as that type; `<array>`, `<param>` and
 /// `<fault>` the value in them; `<data>`, `<params>` and a `<member>` the list of theirs.
-fn close(element: Open) -> Result<Value, String> {
-    let Open { tag, text, mut values } = element;
+fn close(Open { tag, text, mut values }: Open) -> Result<Value, String> {
     let trimmed = text.trim();
     let (blank, malformed) = (trimmed.is_empty(), || format!("malformed XML-RPC <{tag}>"));
     let invalid = || format!("invalid <{tag}> {trimmed:?}");
