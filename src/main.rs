@@ -373,8 +373,7 @@ fn answer_xml(answer: Result<Value, String>) -> Vec<u8> {
 /// Looked for as ASCII spells it, and as UTF-16 does either way round (a zero byte between
 /// the characters): 1.6 KB of UTF-16 took 17 GB.
 fn refuse_dtd(xml: &[u8]) -> Result<(), String> {
-    let words: [&[u8]; 4] =
-        [b"<!DOCTYPE", b"<!ENTITY", b"<\0!\0D\0O\0C\0T\0Y\0P\0E", b"<\0!\0E\0N\0T\0I\0T\0Y"];
+    let words = [&b"<!DOCTYPE"[..], b"<!ENTITY", b"<\0!\0D\0O\0C\0T\0Y\0P\0E", b"<\0!\0E\0N\0T\0I\0T\0Y"];
     let dtd = words.iter().any(|word| memmem::find(xml, word).is_some());
     if dtd { Err("XML with a DTD is refused".into()) } else { Ok(()) }
 }
@@ -1302,8 +1301,7 @@ fn handle(node: &Node, mut request: Request) {
     let who = request.remote_addr().map_or("-".to_string(), |a| a.ip().to_string());
     // all of it escaped: tiny_http takes any method, control characters included
     let asked = format!("{} {} HTTP/{}", request.method(), request.url(), request.http_version());
-    let asked = printable(&cut(&asked, MAX_ECHO));
-    let line = format!("{who} - - [{}] \"{asked}\"", log_time());
+    let line = format!("{who} - - [{}] \"{}\"", log_time(), printable(&cut(&asked, MAX_ECHO)));
     let (status, note, sent) = match respond(node, &mut request) {
         Ok(Answer::File(file, plan)) => {
             (200, format!("{} bytes", plan.raw), send_content(request, file, plan))
