@@ -2097,29 +2097,25 @@ impl Caller {
         use io::ErrorKind::*;
         let secs = self.settings.timeout.as_secs_f64();
         let none = |why: String| anyhow::Error::msg(Failed::NoAnswer(why));
+        let unreachable = |why: String| none(format!("node {url} is unreachable ({})", why.to_lowercase()));
         match e.into() {
             ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve)
-            | ureq::Error::ConnectionFailed => {
-                none(format!("node {url} is unreachable (no connection within {secs} s)"))
-            }
+            | ureq::Error::ConnectionFailed => unreachable(format!("no connection within {secs} s")),
             // the whole answer, or its head, did not come in time, though it may have been trickling
             ureq::Error::Timeout(ureq::Timeout::Global | ureq::Timeout::RecvResponse) => {
                 none(format!("node {url} did not answer in time"))
             }
             ureq::Error::Timeout(_) => none(format!("no data from {url} for {secs} s")),
-            ureq::Error::HostNotFound => none(format!("node {url} is unreachable (unknown host)")),
+            ureq::Error::HostNotFound => unreachable("unknown host".into()),
             ureq::Error::StatusCode(code) => anyhow!("node {url} answered HTTP {code}"),
             ureq::Error::BodyExceedsLimit(n) => anyhow!("node {url} sent an answer of over {n} bytes"),
             ureq::Error::Io(e) => match e.kind() {
-                ConnectionRefused => none(format!("node {url} is unreachable (connection refused)")),
-                // std reports a failed name lookup with no kind of its own
-                kind if matches!(
-                    kind,
-                    HostUnreachable | NetworkUnreachable | NetworkDown | AddrNotAvailable
-                ) || e.to_string().starts_with("failed to lookup address") =>
-                {
-                    none(format!("node {url} is unreachable ({})", words(&e).to_lowercase()))
+                ConnectionRefused => unreachable("connection refused".into()),
+                HostUnreachable | NetworkUnreachable | NetworkDown | AddrNotAvailable => {
+                    unreachable(words(&e))
                 }
+                // std reports a failed name lookup with no kind of its own
+                _ if e.to_string().starts_with("failed to lookup address") => unreachable(words(&e)),
                 TimedOut | WouldBlock => none(format!("no data from {url} for {secs} s")),
                 UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe => {
                     none(format!("node {url} broke off its answer"))
