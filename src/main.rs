@@ -1958,15 +1958,13 @@ fn join(node: &Node, given: &[String]) {
 /// any list holding it goes out. True if the peer answered.
 fn settle(node: &Node, url: &str) -> bool {
     let me = Value::Array(vec![Value::from(node.url.as_str())]);
-    let answered = node.caller.call_by_any_name(url, 0, me);
     // one that answers, but takes the password under no spelling, is a node of another
     // network (or of a URL nobody gave): left out rather than handed on
-    let answered = answered.map_err(|e| match e.downcast_ref() {
-        Some(Failed::Refused(why)) => {
+    let answered = node.caller.call_by_any_name(url, 0, me).and_then(|answered| {
+        answered.map_err(|why| {
             lock(&node.peers).remove(url);
             anyhow!("{why}; left out of the peer list")
-        }
-        _ => e,
+        })
     });
     merge_answer(node, url, answered)
 }
@@ -2029,21 +2027,15 @@ struct Caller {
     deadline: Duration,
 }
 
-/// A failed call that is told apart from the others, in a person's words. An anyhow message
-/// (`anyhow::Error::msg`), which `downcast_ref` finds as it finds an error type.
+/// A call the node gave no answer to, or not all of it, in time, in a person's words: counted
+/// apart from the nodes that answered with an error. An anyhow message (`anyhow::Error::msg`),
+/// which `anyhow::Error::is` tells as it tells an error type.
 #[derive(Debug)]
-enum Failed {
-    /// The node gave no answer, or not all of it, in time: counted apart from the nodes that
-    /// answered with an error.
-    NoAnswer(String),
-    /// The node refused the password under every spelling of its address tried.
-    Refused(String),
-}
+struct NoAnswer(String);
 
-impl fmt::Display for Failed {
+impl fmt::Display for NoAnswer {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        let (Failed::NoAnswer(why) | Failed::Refused(why)) = self;
-        f.write_str(why)
+        f.write_str(&self.0)
     }
 }
 
@@ -2091,12 +2083,12 @@ impl Caller {
     }
 
     /// A failed call to `url`, or read or write of its answer, in a person's words; a
-    /// `Failed::NoAnswer` when the node gave none, or not all of it, in time. (ureq
+    /// `NoAnswer` when the node gave none, or not all of it, in time. (ureq
     /// turns an I/O error back into the ureq error it wraps, if any, else into `Io`.)
     fn plain(&self, url: &str, e: impl Into<ureq::Error>) -> anyhow::Error {
         use io::ErrorKind::*;
         let secs = self.settings.timeout.as_secs_f64();
-        let none = |why: String| anyhow::Error::msg(Failed::NoAnswer(why));
+        let none = |why: String| anyhow::Error::msg(NoAnswer(why));
         let unreachable = |why: String| none(format!("node {url} is unreachable ({})", why.to_lowercase()));
         match e.into() {
             ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve)
@@ -2136,7 +2128,8 @@ impl Caller {
 
     /// The peer list of the node a person named, each peer once, cut at MAX_PEERS.
     fn entry_peers(&self, url: &str, report: &Report) -> Result<Vec<String>> {
-        let (by, answer) = self.call_by_any_name(url, 0, Value::Array(vec![]))?;
+        let (by, answer) =
+            self.call_by_any_name(url, 0, Value::Array(vec![]))?.map_err(anyhow::Error::msg)?;
         if by != url && !report.quiet {
             report.line(true, error_line(format!("note: the node at {url} goes by {by}; using that")));
         }
@@ -2151,29 +2144,30 @@ impl Caller {
         Ok(peers)
     }
 
-    /// Calls `f(token, mode, arg)` on a node: the URL it answered by, and its answer. Its token
+    /// Calls `f(token, mode, arg)` on a node: the URL it answered by, and its answer, or (the
+    /// inner error) why the node refused the password under every spelling tried. Its token
     /// is taken over `http://HOST:PORT` and, if the node refuses it, over the other spellings of
     /// that address (a node started as `127.0.0.1` refuses `localhost`).
-    fn call_by_any_name(&self, url: &str, mode: i32, arg: Value) -> Result<(String, Value)> {
+    fn call_by_any_name(&self, url: &str, mode: i32, arg: Value) -> Result<Result<(String, Value), String>> {
         let answer = self.call(url, mode, arg.clone())?;
         if answer != Value::Bool(false) {
-            return Ok((url.to_string(), answer));
+            return Ok(Ok((url.to_string(), answer)));
         }
         let others = spellings(node_base(url));
         for other in &others {
             if let Ok(answer) = self.call(other, mode, arg.clone())
                 && answer != Value::Bool(false)
             {
-                return Ok((other.clone(), answer));
+                return Ok(Ok((other.clone(), answer)));
             }
         }
         let tried =
             if others.is_empty() { String::new() } else { format!(" (also tried {})", others.join(", ")) };
-        Err(anyhow::Error::msg(Failed::Refused(format!(
+        Ok(Err(format!(
             "wrong password for {}{tried}: the node refused its token, which is bound to the password \
              and to the URL the node was started as",
             node_base(url)
-        ))))
+        )))
     }
 
     /// The names a peer lists for `pattern` (its answer `[[names]]`), and the URL its node goes
@@ -2182,11 +2176,8 @@ impl Caller {
         if !valid_peer_url(url) {
             bail!("the peer list holds {:?}, which is not a node URL", cut(url, 100));
         }
-        let (by, answer) =
-            self.call_by_any_name(url, 1, Value::from(pattern)).map_err(|e| match e.downcast_ref() {
-                Some(Failed::Refused(_)) => anyhow!("node {url} refused the password"),
-                _ => e,
-            })?;
+        let answer = self.call_by_any_name(url, 1, Value::from(pattern))?;
+        let (by, answer) = answer.map_err(|_| anyhow!("node {url} refused the password"))?;
         match answer {
             Value::Array(mut outer) if outer.len() == 1 => Ok((by.clone(), strings(outer.remove(0), &by)?)),
             other => Err(unexpected(&other, &by, "a listing [[names]]")),
@@ -2573,7 +2564,7 @@ fn gather(peers: &mut [String], listings: Vec<Listed>, regex: &Regex, report: &R
         let (by, names) = match listing {
             Ok(listed) => listed,
             Err(e) => {
-                let no_answer = matches!(e.downcast_ref(), Some(Failed::NoAnswer(_)));
+                let no_answer = e.is::<NoAnswer>();
                 report
                     .failed(|c| if no_answer { c.unreachable += 1 } else { c.erring += 1 }, format!("{e:#}"));
                 continue;
