@@ -1978,24 +1978,19 @@ fn introduce(node: &Node, url: &str) {
 /// Merges the peer list that the peer called as `url` answered by the URL `by`, which
 /// replaces `url` if it differs, or warns that the call failed; true if it answered.
 fn merge_answer(node: &Node, url: &str, answered: Result<(String, Value)>) -> bool {
-    match answered.and_then(|(by, answer)| Ok((strings(answer, &by)?, by))) {
-        Ok((urls, by)) => {
-            if by != url {
-                node.note(error_line(format_args!("note: the peer {url} goes by {by}; using that")));
-            }
-            let mut peers = lock(&node.peers);
-            peers.merge(urls.iter().map(String::as_str));
-            if by != url {
-                peers.remove(url);
-                peers.merge([by.as_str()]);
-            }
-            true
-        }
-        Err(e) => {
-            node.note(error_line(format_args!("warning: cannot join: {e:#}")));
-            false
-        }
+    let answered = answered.and_then(|(by, answer)| Ok((strings(answer, &by)?, by)));
+    let warn = |e: &anyhow::Error| node.note(error_line(format_args!("warning: cannot join: {e:#}")));
+    let Ok((urls, by)) = answered.inspect_err(warn) else { return false };
+    if by != url {
+        node.note(error_line(format_args!("note: the peer {url} goes by {by}; using that")));
     }
+    let mut peers = lock(&node.peers);
+    peers.merge(urls.iter().map(String::as_str));
+    if by != url {
+        peers.remove(url);
+        peers.merge([by.as_str()]);
+    }
+    true
 }
 
 // ================================================================ client
