@@ -2707,9 +2707,7 @@ fn run_shell(node: &Node) -> Result<bool> {
     let piped = fs::metadata("/proc/self/fd/1")
         .is_ok_and(|out| out.file_type().is_fifo() || out.file_type().is_socket());
     PROMPT.store(io::stdin().is_terminal() && !piped, Relaxed);
-    if editor.is_some()
-        && let Ok(terminal) = tcgetattr(io::stdin())
-    {
+    if let Some(terminal) = editor.as_ref().and_then(|_| tcgetattr(io::stdin()).ok()) {
         let _ = TERMINAL.set(terminal.into());
     }
     let mut ok = true;
