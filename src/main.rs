@@ -2437,10 +2437,8 @@ impl Report {
         // a terminal that cannot move its cursor (Emacs's shell) would show the redraws as garbage,
         // and lines that reach it through a pipe (`| tee`) land wherever a redraw left the cursor
         let dumb = matches!(std::env::var("TERM").as_deref(), Ok("dumb" | "emacs"));
-        let shown =
-            live && !settings.quiet && io::stderr().is_terminal() && io::stdout().is_terminal() && !dumb;
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::hidden());
-        if shown {
+        if live && !settings.quiet && io::stderr().is_terminal() && io::stdout().is_terminal() && !dumb {
             let stderr = Stderr(console::Term::buffered_stderr());
             multi.set_draw_target(ProgressDrawTarget::term_like_with_hz(Box::new(stderr), 5));
             *lock(&LIVE) = Some(multi.clone());
