@@ -2958,8 +2958,7 @@ fn clean_stale_parts() {
         let owner = name.strip_prefix(&mine).and_then(|rest| rest.strip_suffix(".part"));
         let pid = owner.and_then(|owner| owner.rsplit_once('-')).and_then(|(pid, _)| pid.parse::<i32>().ok());
         // kill with no signal only asks whether the process exists
-        let gone = pid.is_some_and(|pid| pid > 0 && kill(Pid::from_raw(pid), None) == Err(Errno::ESRCH));
-        if gone {
+        if pid.is_some_and(|pid| pid > 0 && kill(Pid::from_raw(pid), None) == Err(Errno::ESRCH)) {
             let _ = fs::remove_file(&name);
         }
     }
