@@ -1734,8 +1734,7 @@ impl Pool {
             }
             let held = self.free.load(Relaxed) < self.workers.load(Relaxed);
             let busy = held || lock(&self.last).elapsed() < Duration::from_secs(1);
-            let due = busy || tick % nudge_every == 0;
-            if queued.is_zero() && due {
+            if queued.is_zero() && (busy || tick % nudge_every == 0) {
                 // one after another, until one is taken up at once
                 (0..NUDGES).any(|_| nudge(&self.listener));
             }
