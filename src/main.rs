@@ -1844,8 +1844,7 @@ fn send_content(request: Request, file: File, plan: Survey) -> io::Result<()> {
     let before = changed(&file.metadata()?);
     let mut out =
         BufWriter::with_capacity(buffer_for(http.len() as u64 + len, SEND_BUFFER), request.into_writer());
-    out.write_all(http.as_bytes())?;
-    out.write_all(head.as_bytes())?;
+    write!(out, "{http}{head}")?;
     let encoded = encode(&file, plan, &mut out).and_then(|()| {
         // rewritten in place at its size, a file keeps every length: only its change time tells
         if changed(&file.metadata()?) == before { Ok(()) } else { Err(changed_midway()) }
