@@ -6,7 +6,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque, hash_map::Entry};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -1709,11 +1709,9 @@ impl Pool {
             let _ = std::panic::catch_unwind(AssertUnwindSafe(|| handle(&self.node, request)));
             ANSWERING.fetch_sub(1, AcqRel); // once its log line is kept, or it panicked: see `end_on`
         }
-        if let Entry::Occupied(mut under_way) = lock(&self.under_way).entry(conn) {
-            *under_way.get_mut() -= 1;
-            if *under_way.get() == 0 {
-                under_way.remove();
-            }
+        let mut under_way = lock(&self.under_way);
+        if let Some(n) = under_way.remove(&conn).filter(|&n| n > 1) {
+            under_way.insert(conn, n - 1);
         }
     }
 
