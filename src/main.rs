@@ -2521,10 +2521,9 @@ fn client(caller: &Caller, url: &str, regex: &Regex, list: bool, report: &Report
     if !list {
         folder().map_err(|e| anyhow!("cannot fetch into this folder: {}", words(&e)))?;
     }
-    let pattern = regex.as_str();
     let mut peers = caller.entry_peers(url, report)?;
     let listings = parallel(&peers, CLIENT_WORKERS, |peer| {
-        if report.interrupted() { Err(anyhow!("interrupted")) } else { caller.listing(peer, pattern) }
+        if report.interrupted() { Err(anyhow!("interrupted")) } else { caller.listing(peer, regex.as_str()) }
     });
     let offers = gather(&mut peers, listings, regex, report);
     if list {
