@@ -2216,12 +2216,10 @@ fn parse(url: &str, answer: &[u8]) -> Result<Value> {
     match (&*root, values.as_mut_slice()) {
         // <params> stands for the list of its one <param>'s value, a <fault> for its struct
         ("methodResponse", [Value::Array(params)]) if params.len() == 1 => Ok(params.remove(0)),
-        ("methodResponse", [fault @ Value::Struct(_)]) => {
-            match fault.get("faultString").and_then(Value::as_str) {
-                Some(why) => bail!("node {url} answered a fault: {}", cut(why, MAX_ECHO)),
-                None => Err(not_rpc("malformed <fault>".into())),
-            }
-        }
+        ("methodResponse", [Value::Struct(fault)]) => match fault.get("faultString") {
+            Some(Value::String(why)) => bail!("node {url} answered a fault: {}", cut(why, MAX_ECHO)),
+            _ => Err(not_rpc("malformed <fault>".into())),
+        },
         _ => Err(not_rpc("not one value or fault in a <methodResponse>".into())),
     }
 }
