@@ -2181,8 +2181,7 @@ impl Caller {
         let mut part = Part::create().map_err(|e| anyhow!("cannot create a file here: {}", words(&e)))?;
         let request = call_xml(&token(&self.password, node_base(url)), 2, Value::from(name));
         let answer = self.send(url, &request, false)?;
-        let bar = report.bar(name, answer.content_length());
-        let answer = answer.into_reader();
+        let (bar, answer) = (report.bar(name, answer.content_length()), answer.into_reader());
         let mut meter = Meter { answer, report, bar, settings: self.settings, window: (Instant::now(), 0) };
         let mut out = BufWriter::with_capacity(WRITE_BUFFER, &mut part.file);
         let streamed = decode_content(&mut meter, &mut out).and_then(|n| out.flush().map(|()| n));
