@@ -2604,8 +2604,7 @@ fn refuse(url: &str, refused: &[String], report: &Report) {
 /// The files to fetch: each name offered that is not here yet (skipped once, however many
 /// peers list it), in rounds over the first peers, so the workers spread over the nodes.
 fn plan(offers: Offers, report: &Report) -> Vec<Job> {
-    let mut rounds: HashMap<usize, usize> = HashMap::new();
-    let mut jobs = Vec::new();
+    let (mut rounds, mut jobs) = (HashMap::<usize, usize>::new(), Vec::new());
     for (name, peers) in offers {
         if fs::symlink_metadata(&name).is_ok() {
             report.count(|c| c.skipped += 1);
