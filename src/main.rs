@@ -2717,6 +2717,10 @@ fn run_shell(node: &Node) -> Result<bool> {
 fn command(node: &Node, line: &str) -> Option<bool> {
     let line = line.trim();
     let (command, arg) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+    let fail = |why: String| {
+        say_err(error_line(why));
+        Some(false)
+    };
     match (command, arg.trim()) {
         ("", _) => {}
         ("exit" | "quit", _) => return None,
@@ -2729,15 +2733,9 @@ fn command(node: &Node, line: &str) -> Option<bool> {
             Some(log) => log.iter().for_each(say),
             None => say("no requests answered yet"),
         },
-        ("fetch", "") => {
-            say_err(error_line("fetch takes a PATTERN ('.' fetches everything)"));
-            return Some(false);
-        }
+        ("fetch", "") => return fail("fetch takes a PATTERN ('.' fetches everything)".into()),
         ("ls" | "fetch", pattern) => return Some(look_or_fetch(node, pattern, command == "ls")),
-        (other, _) => {
-            say_err(error_line(format_args!("unknown command {other:?}; help lists the commands")));
-            return Some(false);
-        }
+        (other, _) => return fail(format!("unknown command {other:?}; help lists the commands")),
     }
     Some(true)
 }
