@@ -2527,7 +2527,10 @@ fn client(caller: &Caller, url: &str, regex: &Regex, list: bool, report: &Report
         return Ok(show(&peers, &offers, report));
     }
     clean_stale_parts();
-    ignore_file_size_signal();
+    // a file-size limit (`ulimit -f`) then fails a write instead of killing the client
+    // mid-download (SIGXFSZ's default), so the error is reported and nothing is left
+    // SAFETY: setting a signal to SIG_IGN installs no handler code.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     let jobs = plan(offers, report);
     report.count(|c| c.to_fetch = jobs.len() + c.failed); // the names refused have failed already
     parallel(&jobs, CLIENT_WORKERS, |job| fetch(caller, &peers, job, report));
@@ -3019,13 +3022,6 @@ fn remove_parts() {
     let parts = lock(&PARTS);
     parts.iter().for_each(|path| drop(fs::remove_file(path)));
     std::mem::forget(parts);
-}
-
-/// Makes a file-size limit (`ulimit -f`) fail a write instead of killing the client
-/// mid-download (SIGXFSZ's default), so the error is reported and nothing is left.
-fn ignore_file_size_signal() {
-    // SAFETY: setting a signal to SIG_IGN installs no handler code.
-    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
 }
 
 /// Raises the soft limit on open descriptors to the hard one: each connection costs a node
