@@ -2548,16 +2548,12 @@ fn client(caller: &Caller, url: &str, regex: &Regex, list: bool, report: &Report
 /// peer listed under another spelling of its node's URL is known by that URL from here on.
 fn gather(peers: &mut [String], listings: Vec<Listed>, regex: &Regex, report: &Report) -> Offers {
     let mut offers = Offers::new();
+    let listing_failed = |e: &anyhow::Error| {
+        let no_answer = e.is::<NoAnswer>();
+        report.failed(|c| if no_answer { c.unreachable += 1 } else { c.erring += 1 }, format!("{e:#}"));
+    };
     for (p, listing) in listings.into_iter().enumerate() {
-        let (by, names) = match listing {
-            Ok(listed) => listed,
-            Err(e) => {
-                let no_answer = e.is::<NoAnswer>();
-                report
-                    .failed(|c| if no_answer { c.unreachable += 1 } else { c.erring += 1 }, format!("{e:#}"));
-                continue;
-            }
-        };
+        let Ok((by, names)) = listing.inspect_err(listing_failed) else { continue };
         if by != peers[p] {
             let listed = peers.contains(&by); // then its names come from there
             let what = if listed { "listed already" } else { "using that" };
