@@ -1641,13 +1641,12 @@ impl Pool {
 
     /// Starts one more worker, within MAX_WORKERS and the threads the system gives.
     fn add(self: &Arc<Self>) {
-        if self.workers.fetch_update(Relaxed, Relaxed, |n| (n < MAX_WORKERS).then_some(n + 1)).is_err() {
-            return;
-        }
-        self.free.fetch_add(1, Relaxed);
-        let pool = self.clone();
-        if std::thread::Builder::new().spawn(move || pool.work()).is_err() {
-            self.leave();
+        if self.workers.fetch_update(Relaxed, Relaxed, |n| (n < MAX_WORKERS).then_some(n + 1)).is_ok() {
+            self.free.fetch_add(1, Relaxed);
+            let pool = self.clone();
+            if std::thread::Builder::new().spawn(move || pool.work()).is_err() {
+                self.leave();
+            }
         }
     }
 
