@@ -2874,14 +2874,13 @@ impl Part {
             }),
             None => link_unnamed(&self.file, name),
         };
-        let published = match linked {
+        match linked {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
             // neither links nor renames that refuse to replace (vboxsf, some FUSE file systems)
             Err(_) => self.copy_to(name),
-        };
-        published
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot give the file its name: {}", words(&e))))
+        }
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot give the file its name: {}", words(&e))))
     }
 
     /// Copies the file into a new file `name`, unless that exists; removes it on failure,
