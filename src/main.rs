@@ -2930,8 +2930,7 @@ fn rename_new(from: &str, to: &str) -> io::Result<()> {
 /// This machine's name: part files carry it, since on a shared file system (NFS, SMB)
 /// another machine's process ids mean nothing here.
 fn host_name() -> String {
-    let name = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    name.trim().replace(['/', '-'], "_")
+    fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().replace(['/', '-'], "_")
 }
 
 /// Removes the `.part` files here of this machine's client runs that no longer exist
