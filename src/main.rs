@@ -6,7 +6,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque, hash_map::Entry};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -1624,13 +1624,12 @@ impl Pool {
 
     /// Starts one more worker, within MAX_WORKERS and the threads the system gives.
     fn add(self: &Arc<Self>) {
-        if self.workers.fetch_update(Relaxed, Relaxed, |n| (n < MAX_WORKERS).then_some(n + 1)).is_err() {
-            return;
-        }
-        self.free.fetch_add(1, Relaxed);
-        let pool = self.clone();
-        if std::thread::Builder::new().spawn(move || pool.work()).is_err() {
-            self.leave();
+        if self.workers.fetch_update(Relaxed, Relaxed, |n| (n < MAX_WORKERS).then_some(n + 1)).is_ok() {
+            self.free.fetch_add(1, Relaxed);
+            let pool = self.clone();
+            if std::thread::Builder::new().spawn(move || pool.work()).is_err() {
+                self.leave();
+            }
         }
     }
 
@@ -1692,11 +1691,9 @@ impl Pool {
             let _ = std::panic::catch_unwind(AssertUnwindSafe(|| handle(&self.node, request)));
             ANSWERING.fetch_sub(1, AcqRel); // once its log line is kept, or it panicked: see `end_on`
         }
-        if let Entry::Occupied(mut under_way) = lock(&self.under_way).entry(conn) {
-            *under_way.get_mut() -= 1;
-            if *under_way.get() == 0 {
-                under_way.remove();
-            }
+        let mut under_way = lock(&self.under_way);
+        if let Some(n) = under_way.remove(&conn).filter(|&n| n > 1) {
+            under_way.insert(conn, n - 1);
         }
     }
 
@@ -1717,8 +1714,7 @@ impl Pool {
             }
             let held = self.free.load(Relaxed) < self.workers.load(Relaxed);
             let busy = held || lock(&self.last).elapsed() < Duration::from_secs(1);
-            let due = busy || tick % nudge_every == 0;
-            if queued.is_zero() && due {
+            if queued.is_zero() && (busy || tick % nudge_every == 0) {
                 // one after another, until one is taken up at once
                 (0..NUDGES).any(|_| nudge(&self.listener));
             }
@@ -1828,8 +1824,7 @@ fn send_content(request: Request, file: File, plan: Survey) -> io::Result<()> {
     let before = changed(&file.metadata()?);
     let mut out =
         BufWriter::with_capacity(buffer_for(http.len() as u64 + len, SEND_BUFFER), request.into_writer());
-    out.write_all(http.as_bytes())?;
-    out.write_all(head.as_bytes())?;
+    write!(out, "{http}{head}")?;
     let encoded = encode(&file, plan, &mut out).and_then(|()| {
         // rewritten in place at its size, a file keeps every length: only its change time tells
         if changed(&file.metadata()?) == before { Ok(()) } else { Err(changed_midway()) }
@@ -1941,15 +1936,13 @@ fn join(node: &Node, given: &[String]) {
 /// any list holding it goes out. True if the peer answered.
 fn settle(node: &Node, url: &str) -> bool {
     let me = Value::Array(vec![Value::from(node.url.as_str())]);
-    let answered = node.caller.call_by_any_name(url, 0, me);
     // one that answers, but takes the password under no spelling, is a node of another
     // network (or of a URL nobody gave): left out rather than handed on
-    let answered = answered.map_err(|e| match e.downcast_ref() {
-        Some(Failed::Refused(why)) => {
+    let answered = node.caller.call_by_any_name(url, 0, me).and_then(|answered| {
+        answered.map_err(|why| {
             lock(&node.peers).remove(url);
             anyhow!("{why}; left out of the peer list")
-        }
-        _ => e,
+        })
     });
     merge_answer(node, url, answered)
 }
@@ -1963,24 +1956,19 @@ fn introduce(node: &Node, url: &str) {
 /// Merges the peer list that the peer called as `url` answered by the URL `by`, which
 /// replaces `url` if it differs, or warns that the call failed; true if it answered.
 fn merge_answer(node: &Node, url: &str, answered: Result<(String, Value)>) -> bool {
-    match answered.and_then(|(by, answer)| Ok((strings(answer, &by)?, by))) {
-        Ok((urls, by)) => {
-            if by != url {
-                node.note(error_line(format_args!("note: the peer {url} goes by {by}; using that")));
-            }
-            let mut peers = lock(&node.peers);
-            peers.merge(urls.iter().map(String::as_str));
-            if by != url {
-                peers.remove(url);
-                peers.merge([by.as_str()]);
-            }
-            true
-        }
-        Err(e) => {
-            node.note(error_line(format_args!("warning: cannot join: {e:#}")));
-            false
-        }
+    let answered = answered.and_then(|(by, answer)| Ok((strings(answer, &by)?, by)));
+    let warn = |e: &anyhow::Error| node.note(error_line(format_args!("warning: cannot join: {e:#}")));
+    let Ok((urls, by)) = answered.inspect_err(warn) else { return false };
+    if by != url {
+        node.note(error_line(format_args!("note: the peer {url} goes by {by}; using that")));
     }
+    let mut peers = lock(&node.peers);
+    peers.merge(urls.iter().map(String::as_str));
+    if by != url {
+        peers.remove(url);
+        peers.merge([by.as_str()]);
+    }
+    true
 }
 
 // ================================================================ client
@@ -2012,21 +2000,15 @@ struct Caller {
     deadline: Duration,
 }
 
-/// A failed call that is told apart from the others, in a person's words. An anyhow message
-/// (`anyhow::Error::msg`), which `downcast_ref` finds as it finds an error type.
+/// A call the node gave no answer to, or not all of it, in time, in a person's words: counted
+/// apart from the nodes that answered with an error. An anyhow message (`anyhow::Error::msg`),
+/// which `anyhow::Error::is` tells as it tells an error type.
 #[derive(Debug)]
-enum Failed {
-    /// The node gave no answer, or not all of it, in time: counted apart from the nodes that
-    /// answered with an error.
-    NoAnswer(String),
-    /// The node refused the password under every spelling of its address tried.
-    Refused(String),
-}
+struct NoAnswer(String);
 
-impl fmt::Display for Failed {
+impl fmt::Display for NoAnswer {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        let (Failed::NoAnswer(why) | Failed::Refused(why)) = self;
-        f.write_str(why)
+        f.write_str(&self.0)
     }
 }
 
@@ -2074,35 +2056,31 @@ impl Caller {
     }
 
     /// A failed call to `url`, or read or write of its answer, in a person's words; a
-    /// `Failed::NoAnswer` when the node gave none, or not all of it, in time. (ureq
+    /// `NoAnswer` when the node gave none, or not all of it, in time. (ureq
     /// turns an I/O error back into the ureq error it wraps, if any, else into `Io`.)
     fn plain(&self, url: &str, e: impl Into<ureq::Error>) -> anyhow::Error {
         use io::ErrorKind::*;
         let secs = self.settings.timeout.as_secs_f64();
-        let none = |why: String| anyhow::Error::msg(Failed::NoAnswer(why));
+        let none = |why: String| anyhow::Error::msg(NoAnswer(why));
+        let unreachable = |why: String| none(format!("node {url} is unreachable ({})", why.to_lowercase()));
         match e.into() {
             ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve)
-            | ureq::Error::ConnectionFailed => {
-                none(format!("node {url} is unreachable (no connection within {secs} s)"))
-            }
+            | ureq::Error::ConnectionFailed => unreachable(format!("no connection within {secs} s")),
             // the whole answer, or its head, did not come in time, though it may have been trickling
             ureq::Error::Timeout(ureq::Timeout::Global | ureq::Timeout::RecvResponse) => {
                 none(format!("node {url} did not answer in time"))
             }
             ureq::Error::Timeout(_) => none(format!("no data from {url} for {secs} s")),
-            ureq::Error::HostNotFound => none(format!("node {url} is unreachable (unknown host)")),
+            ureq::Error::HostNotFound => unreachable("unknown host".into()),
             ureq::Error::StatusCode(code) => anyhow!("node {url} answered HTTP {code}"),
             ureq::Error::BodyExceedsLimit(n) => anyhow!("node {url} sent an answer of over {n} bytes"),
             ureq::Error::Io(e) => match e.kind() {
-                ConnectionRefused => none(format!("node {url} is unreachable (connection refused)")),
-                // std reports a failed name lookup with no kind of its own
-                kind if matches!(
-                    kind,
-                    HostUnreachable | NetworkUnreachable | NetworkDown | AddrNotAvailable
-                ) || e.to_string().starts_with("failed to lookup address") =>
-                {
-                    none(format!("node {url} is unreachable ({})", words(&e).to_lowercase()))
+                ConnectionRefused => unreachable("connection refused".into()),
+                HostUnreachable | NetworkUnreachable | NetworkDown | AddrNotAvailable => {
+                    unreachable(words(&e))
                 }
+                // std reports a failed name lookup with no kind of its own
+                _ if e.to_string().starts_with("failed to lookup address") => unreachable(words(&e)),
                 TimedOut | WouldBlock => none(format!("no data from {url} for {secs} s")),
                 UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe => {
                     none(format!("node {url} broke off its answer"))
@@ -2123,7 +2101,8 @@ impl Caller {
 
     /// The peer list of the node a person named, each peer once, cut at MAX_PEERS.
     fn entry_peers(&self, url: &str, report: &Report) -> Result<Vec<String>> {
-        let (by, answer) = self.call_by_any_name(url, 0, Value::Array(vec![]))?;
+        let (by, answer) =
+            self.call_by_any_name(url, 0, Value::Array(vec![]))?.map_err(anyhow::Error::msg)?;
         if by != url && !report.quiet {
             report.line(true, error_line(format!("note: the node at {url} goes by {by}; using that")));
         }
@@ -2138,29 +2117,30 @@ impl Caller {
         Ok(peers)
     }
 
-    /// Calls `f(token, mode, arg)` on a node: the URL it answered by, and its answer. Its token
+    /// Calls `f(token, mode, arg)` on a node: the URL it answered by, and its answer, or (the
+    /// inner error) why the node refused the password under every spelling tried. Its token
     /// is taken over `http://HOST:PORT` and, if the node refuses it, over the other spellings of
     /// that address (a node started as `127.0.0.1` refuses `localhost`).
-    fn call_by_any_name(&self, url: &str, mode: i32, arg: Value) -> Result<(String, Value)> {
+    fn call_by_any_name(&self, url: &str, mode: i32, arg: Value) -> Result<Result<(String, Value), String>> {
         let answer = self.call(url, mode, arg.clone())?;
         if answer != Value::Bool(false) {
-            return Ok((url.to_string(), answer));
+            return Ok(Ok((url.to_string(), answer)));
         }
         let others = spellings(node_base(url));
         for other in &others {
             if let Ok(answer) = self.call(other, mode, arg.clone())
                 && answer != Value::Bool(false)
             {
-                return Ok((other.clone(), answer));
+                return Ok(Ok((other.clone(), answer)));
             }
         }
         let tried =
             if others.is_empty() { String::new() } else { format!(" (also tried {})", others.join(", ")) };
-        Err(anyhow::Error::msg(Failed::Refused(format!(
+        Ok(Err(format!(
             "wrong password for {}{tried}: the node refused its token, which is bound to the password \
              and to the URL the node was started as",
             node_base(url)
-        ))))
+        )))
     }
 
     /// The names a peer lists for `pattern` (its answer `[[names]]`), and the URL its node goes
@@ -2169,11 +2149,8 @@ impl Caller {
         if !valid_peer_url(url) {
             bail!("the peer list holds {:?}, which is not a node URL", cut(url, 100));
         }
-        let (by, answer) =
-            self.call_by_any_name(url, 1, Value::from(pattern)).map_err(|e| match e.downcast_ref() {
-                Some(Failed::Refused(_)) => anyhow!("node {url} refused the password"),
-                _ => e,
-            })?;
+        let answer = self.call_by_any_name(url, 1, Value::from(pattern))?;
+        let (by, answer) = answer.map_err(|_| anyhow!("node {url} refused the password"))?;
         match answer {
             Value::Array(mut outer) if outer.len() == 1 => Ok((by.clone(), strings(outer.remove(0), &by)?)),
             other => Err(unexpected(&other, &by, "a listing [[names]]")),
@@ -2186,8 +2163,7 @@ impl Caller {
         let mut part = Part::create().map_err(|e| anyhow!("cannot create a file here: {}", words(&e)))?;
         let request = call_xml(&token(&self.password, node_base(url)), 2, Value::from(name));
         let answer = self.send(url, &request, false)?;
-        let bar = report.bar(name, answer.content_length());
-        let answer = answer.into_reader();
+        let (bar, answer) = (report.bar(name, answer.content_length()), answer.into_reader());
         let mut meter = Meter { answer, report, bar, settings: self.settings, window: (Instant::now(), 0) };
         let mut out = BufWriter::with_capacity(WRITE_BUFFER, &mut part.file);
         let streamed = decode_content(&mut meter, &mut out).and_then(|n| out.flush().map(|()| n));
@@ -2221,12 +2197,10 @@ fn parse(url: &str, answer: &[u8]) -> Result<Value> {
     match (&*root, values.as_mut_slice()) {
         // <params> stands for the list of its one <param>'s value, a <fault> for its struct
         ("methodResponse", [Value::Array(params)]) if params.len() == 1 => Ok(params.remove(0)),
-        ("methodResponse", [fault @ Value::Struct(_)]) => {
-            match fault.get("faultString").and_then(Value::as_str) {
-                Some(why) => bail!("node {url} answered a fault: {}", cut(why, MAX_ECHO)),
-                None => Err(not_rpc("malformed <fault>".into())),
-            }
-        }
+        ("methodResponse", [Value::Struct(fault)]) => match fault.get("faultString") {
+            Some(Value::String(why)) => bail!("node {url} answered a fault: {}", cut(why, MAX_ECHO)),
+            _ => Err(not_rpc("malformed <fault>".into())),
+        },
         _ => Err(not_rpc("not one value or fault in a <methodResponse>".into())),
     }
 }
@@ -2438,10 +2412,8 @@ impl Report {
         // a terminal that cannot move its cursor (Emacs's shell) would show the redraws as garbage,
         // and lines that reach it through a pipe (`| tee`) land wherever a redraw left the cursor
         let dumb = matches!(std::env::var("TERM").as_deref(), Ok("dumb" | "emacs"));
-        let shown =
-            live && !settings.quiet && io::stderr().is_terminal() && io::stdout().is_terminal() && !dumb;
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::hidden());
-        if shown {
+        if live && !settings.quiet && io::stderr().is_terminal() && io::stdout().is_terminal() && !dumb {
             let stderr = Stderr(console::Term::buffered_stderr());
             multi.set_draw_target(ProgressDrawTarget::term_like_with_hz(Box::new(stderr), 5));
             *lock(&LIVE) = Some(multi.clone());
@@ -2528,17 +2500,19 @@ fn client(caller: &Caller, url: &str, regex: &Regex, list: bool, report: &Report
     if !list {
         folder().map_err(|e| anyhow!("cannot fetch into this folder: {}", words(&e)))?;
     }
-    let pattern = regex.as_str();
     let mut peers = caller.entry_peers(url, report)?;
     let listings = parallel(&peers, CLIENT_WORKERS, |peer| {
-        if report.interrupted() { Err(anyhow!("interrupted")) } else { caller.listing(peer, pattern) }
+        if report.interrupted() { Err(anyhow!("interrupted")) } else { caller.listing(peer, regex.as_str()) }
     });
     let offers = gather(&mut peers, listings, regex, report);
     if list {
         return Ok(show(&peers, &offers, report));
     }
     clean_stale_parts();
-    ignore_file_size_signal();
+    // a file-size limit (`ulimit -f`) then fails a write instead of killing the client
+    // mid-download (SIGXFSZ's default), so the error is reported and nothing is left
+    // SAFETY: setting a signal to SIG_IGN installs no handler code.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     let jobs = plan(offers, report);
     report.count(|c| c.to_fetch = jobs.len() + c.failed); // the names refused have failed already
     parallel(&jobs, CLIENT_WORKERS, |job| fetch(caller, &peers, job, report));
@@ -2556,16 +2530,12 @@ fn client(caller: &Caller, url: &str, regex: &Regex, list: bool, report: &Report
 /// peer listed under another spelling of its node's URL is known by that URL from here on.
 fn gather(peers: &mut [String], listings: Vec<Listed>, regex: &Regex, report: &Report) -> Offers {
     let mut offers = Offers::new();
+    let listing_failed = |e: &anyhow::Error| {
+        let no_answer = e.is::<NoAnswer>();
+        report.failed(|c| if no_answer { c.unreachable += 1 } else { c.erring += 1 }, format!("{e:#}"));
+    };
     for (p, listing) in listings.into_iter().enumerate() {
-        let (by, names) = match listing {
-            Ok(listed) => listed,
-            Err(e) => {
-                let no_answer = matches!(e.downcast_ref(), Some(Failed::NoAnswer(_)));
-                report
-                    .failed(|c| if no_answer { c.unreachable += 1 } else { c.erring += 1 }, format!("{e:#}"));
-                continue;
-            }
-        };
+        let Ok((by, names)) = listing.inspect_err(listing_failed) else { continue };
         if by != peers[p] {
             let listed = peers.contains(&by); // then its names come from there
             let what = if listed { "listed already" } else { "using that" };
@@ -2615,8 +2585,7 @@ fn refuse(url: &str, refused: &[String], report: &Report) {
 /// The files to fetch: each name offered that is not here yet (skipped once, however many
 /// peers list it), in rounds over the first peers, so the workers spread over the nodes.
 fn plan(offers: Offers, report: &Report) -> Vec<Job> {
-    let mut rounds: HashMap<usize, usize> = HashMap::new();
-    let mut jobs = Vec::new();
+    let (mut rounds, mut jobs) = (HashMap::<usize, usize>::new(), Vec::new());
     for (name, peers) in offers {
         if fs::symlink_metadata(&name).is_ok() {
             report.count(|c| c.skipped += 1);
@@ -2708,9 +2677,7 @@ fn run_shell(node: &Node) -> Result<bool> {
     let piped = fs::metadata("/proc/self/fd/1")
         .is_ok_and(|out| out.file_type().is_fifo() || out.file_type().is_socket());
     PROMPT.store(io::stdin().is_terminal() && !piped, Relaxed);
-    if editor.is_some()
-        && let Ok(terminal) = tcgetattr(io::stdin())
-    {
+    if let Some(terminal) = editor.as_ref().and_then(|_| tcgetattr(io::stdin()).ok()) {
         let _ = TERMINAL.set(terminal.into());
     }
     let mut ok = true;
@@ -2731,6 +2698,10 @@ fn run_shell(node: &Node) -> Result<bool> {
 fn command(node: &Node, line: &str) -> Option<bool> {
     let line = line.trim();
     let (command, arg) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+    let fail = |why: String| {
+        say_err(error_line(why));
+        Some(false)
+    };
     match (command, arg.trim()) {
         ("", _) => {}
         ("exit" | "quit", _) => return None,
@@ -2743,15 +2714,9 @@ fn command(node: &Node, line: &str) -> Option<bool> {
             Some(log) => log.iter().for_each(say),
             None => say("no requests answered yet"),
         },
-        ("fetch", "") => {
-            say_err(error_line("fetch takes a PATTERN ('.' fetches everything)"));
-            return Some(false);
-        }
+        ("fetch", "") => return fail("fetch takes a PATTERN ('.' fetches everything)".into()),
         ("ls" | "fetch", pattern) => return Some(look_or_fetch(node, pattern, command == "ls")),
-        (other, _) => {
-            say_err(error_line(format_args!("unknown command {other:?}; help lists the commands")));
-            return Some(false);
-        }
+        (other, _) => return fail(format!("unknown command {other:?}; help lists the commands")),
     }
     Some(true)
 }
@@ -2892,14 +2857,13 @@ impl Part {
             }),
             None => link_unnamed(&self.file, name),
         };
-        let published = match linked {
+        match linked {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
             // neither links nor renames that refuse to replace (vboxsf, some FUSE file systems)
             Err(_) => self.copy_to(name),
-        };
-        published
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot give the file its name: {}", words(&e))))
+        }
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot give the file its name: {}", words(&e))))
     }
 
     /// Copies the file into a new file `name`, unless that exists; removes it on failure,
@@ -2949,8 +2913,7 @@ fn rename_new(from: &str, to: &str) -> io::Result<()> {
 /// This machine's name: part files carry it, since on a shared file system (NFS, SMB)
 /// another machine's process ids mean nothing here.
 fn host_name() -> String {
-    let name = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    name.trim().replace(['/', '-'], "_")
+    fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().replace(['/', '-'], "_")
 }
 
 /// Removes the `.part` files here of this machine's client runs that no longer exist
@@ -2963,8 +2926,7 @@ fn clean_stale_parts() {
         let owner = name.strip_prefix(&mine).and_then(|rest| rest.strip_suffix(".part"));
         let pid = owner.and_then(|owner| owner.rsplit_once('-')).and_then(|(pid, _)| pid.parse::<i32>().ok());
         // kill with no signal only asks whether the process exists
-        let gone = pid.is_some_and(|pid| pid > 0 && kill(Pid::from_raw(pid), None) == Err(Errno::ESRCH));
-        if gone {
+        if pid.is_some_and(|pid| pid > 0 && kill(Pid::from_raw(pid), None) == Err(Errno::ESRCH)) {
             let _ = fs::remove_file(&name);
         }
     }
@@ -3036,13 +2998,6 @@ fn remove_parts() {
     let parts = lock(&PARTS);
     parts.iter().for_each(|path| drop(fs::remove_file(path)));
     std::mem::forget(parts);
-}
-
-/// Makes a file-size limit (`ulimit -f`) fail a write instead of killing the client
-/// mid-download (SIGXFSZ's default), so the error is reported and nothing is left.
-fn ignore_file_size_signal() {
-    // SAFETY: setting a signal to SIG_IGN installs no handler code.
-    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
 }
 
 /// Raises the soft limit on open descriptors to the hard one: each connection costs a node
