@@ -199,7 +199,9 @@ fn parse_cli(args: impl Iterator<Item = OsString>) -> Result<(Cli, Settings), Us
             let pattern = compile_regex(pattern).map_err(|why| UsageError(why, false))?;
             Cli::Client { password: password(&args[0])?, url, pattern, list: mode == Some("list") }
         }
-        (_, Some("server" | "shell"), _) => return Err(usage("server takes HOST PORT [PEER_URL...]")),
+        (_, Some(mode @ ("server" | "shell")), _) => {
+            return Err(usage(&format!("{mode} takes HOST PORT [PEER_URL...]")));
+        }
         (_, Some("client"), _) => return Err(usage("client takes URL PATTERN")),
         (_, Some("list"), _) => return Err(usage("list takes URL [PATTERN]")),
         (_, Some(mode), _) => return Err(usage(&format!("unknown mode {mode:?}"))),
@@ -2706,14 +2708,17 @@ fn command(node: &Node, line: &str) -> Option<bool> {
         ("", _) => {}
         ("exit" | "quit", _) => return None,
         ("help", _) => say(SHELL_HELP),
+        // both copied before they are printed: output can stall (Ctrl-S, a pipe nobody reads),
+        // and an offer waiting on the peer list, or a worker on the log, would stall with it
         ("peers", _) => {
             let mark = |url: &String| if *url == node.url { " (this node)" } else { "" };
-            lock(&node.peers).list.iter().for_each(|url| say(format_args!("{url}{}", mark(url))));
+            let peers = lock(&node.peers).list.clone();
+            peers.iter().for_each(|url| say(format_args!("{url}{}", mark(url))));
         }
-        ("log", _) => match lock(&node.log).as_ref().filter(|log| !log.is_empty()) {
-            Some(log) => log.iter().for_each(say),
-            None => say("no requests answered yet"),
-        },
+        ("log", _) => {
+            let log: Vec<String> = lock(&node.log).iter().flatten().cloned().collect();
+            if log.is_empty() { say("no requests answered yet") } else { log.iter().for_each(say) }
+        }
         ("fetch", "") => return fail("fetch takes a PATTERN ('.' fetches everything)".into()),
         ("ls" | "fetch", pattern) => return Some(look_or_fetch(node, pattern, command == "ls")),
         (other, _) => return fail(format!("unknown command {other:?}; help lists the commands")),
@@ -2872,8 +2877,10 @@ impl Part {
     fn copy_to(&mut self, name: &str) -> io::Result<bool> {
         let Some(mut target) = create_listed(OpenOptions::new().write(true), name)? else { return Ok(false) };
         let copied = self.file.rewind().and_then(|()| io::copy(&mut self.file, &mut target));
+        // a failed copy is gone before it is unlisted, so a signal in between finds it listed
+        let copied = copied.inspect_err(|_| drop(fs::remove_file(name)));
         lock(&PARTS).retain(|part| part != name);
-        copied.inspect_err(|_| drop(fs::remove_file(name))).map(|_| true)
+        copied.map(|_| true)
     }
 }
 

@@ -123,6 +123,16 @@ mod usage {
     }
 
     #[test]
+    fn a_shell_without_host_or_port_is_a_usage_error_naming_shell() {
+        for args in [&[PW, "shell", "127.0.0.1"][..], &[PW, "shell"]] {
+            let run = tinyp2p(args);
+            assert_eq!(run.status.code(), Some(2), "{args:?}; stderr:\n{}", run.stderr);
+            let first = run.stderr.lines().next().unwrap_or_default();
+            assert_eq!(first, "tinyp2p: shell takes HOST PORT [PEER_URL...]", "{args:?}");
+        }
+    }
+
+    #[test]
     fn a_client_with_too_few_or_too_many_arguments_is_a_usage_error() {
         assert_usage_error(&[PW, "client", "http://127.0.0.1:1"]);
         assert_usage_error(&[PW, "client", "http://127.0.0.1:1", "x", "extra"]);

@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -399,14 +399,26 @@ pub struct Shell {
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
     readers: Vec<std::thread::JoinHandle<()>>,
+    /// While set, stdout is not read, as a terminal paused with Ctrl-S would not.
+    paused: Arc<AtomicBool>,
 }
 
-/// Appends everything `from` yields to `to`, line by line as it comes.
-fn collect(from: impl std::io::Read + Send + 'static, to: Arc<Mutex<String>>) -> std::thread::JoinHandle<()> {
+/// Appends everything `from` yields to `to`, line by line as it comes, but none while `paused`.
+fn collect(
+    from: impl std::io::Read + Send + 'static,
+    to: Arc<Mutex<String>>,
+    paused: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut reader = BufReader::new(from);
         let mut line = Vec::new();
-        while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+        loop {
+            while paused.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if !reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                break;
+            }
             to.lock().unwrap().push_str(&String::from_utf8_lossy(&line));
             line.clear();
         }
@@ -425,12 +437,13 @@ impl Shell {
             .spawn()
             .expect("spawn shell");
         let (stdout, stderr) = (Arc::new(Mutex::new(String::new())), Arc::new(Mutex::new(String::new())));
+        let paused = Arc::new(AtomicBool::new(false));
         let readers = vec![
-            collect(child.stdout.take().unwrap(), stdout.clone()),
-            collect(child.stderr.take().unwrap(), stderr.clone()),
+            collect(child.stdout.take().unwrap(), stdout.clone(), paused.clone()),
+            collect(child.stderr.take().unwrap(), stderr.clone(), Arc::default()),
         ];
         let stdin = child.stdin.take();
-        let mut shell = Shell { child, stdin, url: String::new(), stdout, stderr, readers };
+        let mut shell = Shell { child, stdin, url: String::new(), stdout, stderr, readers, paused };
         let url = || {
             let err = shell.stderr.lock().unwrap();
             err.lines().find_map(|l| l.strip_prefix("listening on ")).map(str::to_string)
@@ -446,6 +459,16 @@ impl Shell {
         let stdin = self.stdin.as_mut().expect("stdin still open");
         stdin.write_all(format!("{line}\n").as_bytes()).expect("write a command");
         stdin.flush().unwrap();
+    }
+
+    /// Stops reading stdout (`true`), as a terminal paused with Ctrl-S, or reads it again.
+    pub fn pause_stdout(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+    }
+
+    /// The shell's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// All the shell wrote on stdout so far.
@@ -467,6 +490,7 @@ impl Shell {
 
     /// Closes stdin (the end of input) and waits for the shell to exit.
     pub fn finish(mut self) -> Run {
+        self.pause_stdout(false);
         drop(self.stdin.take());
         let end = Instant::now() + RUN_DEADLINE;
         let status = loop {

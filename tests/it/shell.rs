@@ -277,6 +277,52 @@ mod piped {
         assert_eq!(after_start(&run.stderr), Vec::<&str>::new(), "the request log reached stderr");
     }
 
+    /// The threads of process `pid`.
+    fn threads(pid: u32) -> usize {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the shell runs");
+        let line = status.lines().find_map(|l| l.strip_prefix("Threads:")).expect("a Threads line");
+        line.trim().parse().expect("a number")
+    }
+
+    #[test]
+    fn peers_and_log_printed_to_output_nobody_reads_hold_up_no_request() {
+        let dir = folder(&[MINE]);
+        let mut shell = Shell::start(PW, dir.path(), &[]);
+        let token = common::token(PW, &shell.url);
+        // 8,000 peers print about 190 KB, and 200 logged requests with long paths about 110 KB:
+        // each more than a pipe holds
+        let many: Vec<Value> =
+            (1..=8000).map(|port| Value::from(format!("http://127.0.0.1:{port}"))).collect();
+        assert!(common::call(&shell.url, &token, 0, Value::Array(many)).is_ok());
+        let long =
+            format!("POST /{} HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", "x".repeat(600));
+        (0..200).for_each(|_| assert!(common::raw_http(&shell.url, long.as_bytes()).contains(" 404 ")));
+        shell.pause_stdout(true);
+        shell.send("peers");
+        shell.wait_for_lines("http://", 1);
+        // the shell is stuck printing the peers: an offer must still be answered
+        let (url, offer_token) = (shell.url.clone(), token.clone());
+        let (answered, answer) = std::sync::mpsc::channel();
+        std::thread::spawn(move || answered.send(common::call(&url, &offer_token, 0, Value::Array(vec![]))));
+        let answer = answer.recv_timeout(Duration::from_secs(20));
+        assert!(matches!(answer, Ok(Ok(Value::Array(_)))), "an offer waited on `peers`: {answer:?}");
+        shell.pause_stdout(false);
+        shell.wait_for_lines("http://", 8001);
+        shell.pause_stdout(true);
+        shell.send("log");
+        shell.wait_for_lines("127.0.0.1 - - [", 1);
+        // stuck printing the log: requests answered meanwhile must not hold up a worker each
+        let before = threads(shell.pid());
+        for _ in 0..40 {
+            assert!(common::call(&shell.url, &token, 1, Value::from("mine")).is_ok());
+        }
+        let after = threads(shell.pid());
+        assert!(after < before + 20, "40 requests left {} more threads ({before} before)", after - before);
+        shell.pause_stdout(false);
+        shell.send("exit");
+        assert_eq!(shell.finish().status.code(), Some(0));
+    }
+
     #[test]
     fn a_peer_it_cannot_join_is_said_at_start_as_a_server_says_it() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
