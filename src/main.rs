@@ -297,14 +297,17 @@ fn error_line(what: impl fmt::Display) -> String {
 /// Set once a line could not be written to stdout for a reason other than a closed pipe
 /// (a full disk, say): the run then fails.
 static OUTPUT_LOST: AtomicBool = AtomicBool::new(false);
+/// Set once stdout is a pipe whose reader has gone (`| head -1`): the shell then ends.
+static OUTPUT_CLOSED: AtomicBool = AtomicBool::new(false);
 
 /// Prints a line on stdout; a closed pipe is not an error, any other failure is said once.
 fn say(line: impl fmt::Display) {
-    let written = io::stdout().lock().write_all(format!("{line}\n").as_bytes());
-    if let Some(e) = written.err().filter(|e| e.kind() != io::ErrorKind::BrokenPipe)
-        && !OUTPUT_LOST.swap(true, Relaxed)
-    {
-        say_err(error_line(format_args!("cannot write to standard output: {}", words(&e))));
+    match io::stdout().lock().write_all(format!("{line}\n").as_bytes()) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => OUTPUT_CLOSED.store(true, Relaxed),
+        Err(e) if !OUTPUT_LOST.swap(true, Relaxed) => {
+            say_err(error_line(format_args!("cannot write to standard output: {}", words(&e))));
+        }
+        _ => {}
     }
 }
 
@@ -395,7 +398,9 @@ fn encoding_named(declaration: &[u8]) -> Option<String> {
 /// the streaming reader only UTF-8, and Latin-1's bytes are the first 256 characters.
 fn to_utf8(xml: Vec<u8>) -> Vec<u8> {
     let head = &xml[..xml.len().min(256)];
-    let Some(end) = memmem::find(head, b"?>").filter(|_| head.starts_with(b"<?xml")) else { return xml };
+    // the declaration, not a processing instruction such as `<?xml-stylesheet`
+    let declared = head.starts_with(b"<?xml") && head.get(5).copied().is_some_and(xml_space);
+    let Some(end) = memmem::find(head, b"?>").filter(|_| declared) else { return xml };
     let name = encoding_named(&xml[..end]).unwrap_or_default().replace('_', "-");
     let latin = ["latin-1", "latin1", "iso-8859-1", "iso8859-1", "8859", "cp819", "l1", "ascii", "us-ascii"];
     if !latin.contains(&name.as_str()) {
@@ -790,7 +795,8 @@ fn decode_content(src: impl Read, out: &mut impl Write) -> io::Result<Option<u64
 /// tells its form: `</string>`, `</base64>`, or a bare value's `</value>`), or `None` if
 /// the answer has another shape.
 fn open_value(s: &mut Scanner<impl Read>) -> io::Result<Option<&'static [u8]>> {
-    if s.eat(&[b"<?xml"])? {
+    // the declaration, not a processing instruction such as `<?xml-stylesheet`
+    if s.eat(&[b"<?xml "])? {
         s.ensure(256)?;
         let Some(end) = memmem::find(s.available(), b"?>") else { return Ok(None) };
         // an encoding other than UTF-8 is asked for again, read whole (see `to_utf8`)
@@ -891,7 +897,7 @@ fn entity(s: &mut Scanner<impl Read>) -> io::Result<Option<char>> {
 /// Streams base64 text up to `</base64>`, skipping white space; `None` on anything else.
 fn stream_base64(s: &mut Scanner<impl Read>, out: &mut impl Write) -> io::Result<Option<u64>> {
     let (mut quads, mut bytes, mut total) = (Vec::new(), Vec::new(), 0u64);
-    let (mut chars, mut spaces) = (0usize, 0usize);
+    let (mut chars, mut spaces, mut padded) = (0usize, 0usize, false);
     loop {
         let avail = s.available();
         let stop = memchr(b'<', avail);
@@ -909,6 +915,11 @@ fn stream_base64(s: &mut Scanner<impl Read>, out: &mut impl Write) -> io::Result
         }
         s.pos += run.len();
         let whole = if stop.is_some() { quads.len() } else { quads.len() / 4 * 4 };
+        // padding ends the data: more after it is refused, wherever the reads split the answer
+        if padded && whole > 0 {
+            return Ok(None);
+        }
+        padded |= quads[..whole].ends_with(b"=");
         // at most a scan buffer's worth, so one step; a last run that is not whole quads fails here
         bytes.clear();
         if base64_simd::STANDARD.decode_append(&quads[..whole], &mut bytes).is_err() {
@@ -1048,6 +1059,8 @@ fn serve(caller: Caller, host: &str, port: u16, peers: &[String], shell: bool) -
     let listener = Arc::new(listen(host.trim_matches(['[', ']']), port, caller.settings.timeout)?);
     let local = listener.local_addr().context("no local address")?;
     let node = Arc::new(Node::new(caller, node_url(host, local.port()), peers, own_spellings(local)));
+    // a shell's log holds every request and warning from the start, and no request reaches stderr
+    *lock(&node.log) = shell.then(VecDeque::new);
     Pool::start(&node, listener)?;
     let (joined, join_done) = mpsc::channel();
     let (joiner, given) = (node.clone(), peers.to_vec());
@@ -2659,6 +2672,10 @@ log             the latest requests this node answered
 help            these lines
 exit, quit      stop the node (so does the end of input)";
 
+/// Longest command line run: `fetch` and the longest pattern, with room to spare. A longer
+/// line is refused, and read no further than this (a line without end would fill memory).
+const MAX_COMMAND: usize = MAX_PATTERN + 64;
+
 /// Set while the shell reads a terminal (its output may go to a file): Ctrl-C then interrupts
 /// a command, never the program.
 static PROMPT: AtomicBool = AtomicBool::new(false);
@@ -2668,7 +2685,6 @@ static CTRL_C: AtomicBool = AtomicBool::new(false);
 /// The textbook's interface to a serving node: commands until `exit` or the end of input,
 /// with a prompt and line editing on a terminal; true if every command succeeded.
 fn run_shell(node: &Node) -> Result<bool> {
-    *lock(&node.log) = Some(VecDeque::new());
     // line editing draws on stdout: with stdout in a file, plain lines are read, as from a pipe
     let terminal = io::stdin().is_terminal() && io::stdout().is_terminal();
     let mut editor = if terminal { Some(rustyline::DefaultEditor::new()?) } else { None };
@@ -2683,9 +2699,12 @@ fn run_shell(node: &Node) -> Result<bool> {
         let _ = TERMINAL.set(terminal.into());
     }
     let mut ok = true;
-    while let Some(text) = read_command(&mut editor) {
-        // several lines pasted at the prompt come as one text: each line is a command
-        for line in text.lines() {
+    while !OUTPUT_CLOSED.load(Relaxed)
+        && let Some(text) = read_command(&mut editor)
+    {
+        // several lines pasted at the prompt come as one text: each line is a command (a lone
+        // CR ends one too, as old Macs wrote lines)
+        for line in text.split(['\r', '\n']) {
             let Some(done) = command(node, line) else { return Ok(ok) };
             ok &= done;
             if CTRL_C.swap(false, Relaxed) {
@@ -2697,13 +2716,16 @@ fn run_shell(node: &Node) -> Result<bool> {
 }
 
 /// Runs one command line of the shell: whether it went well, or `None` for `exit`.
-fn command(node: &Node, line: &str) -> Option<bool> {
-    let line = line.trim();
+fn command(node: &Node, text: &str) -> Option<bool> {
+    let line = text.trim();
     let (command, arg) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
     let fail = |why: String| {
         say_err(error_line(why));
         Some(false)
     };
+    if text.len() > MAX_COMMAND {
+        return fail(format!("a command of over {MAX_COMMAND} bytes is refused"));
+    }
     match (command, arg.trim()) {
         ("", _) => {}
         ("exit" | "quit", _) => return None,
@@ -2721,7 +2743,7 @@ fn command(node: &Node, line: &str) -> Option<bool> {
         }
         ("fetch", "") => return fail("fetch takes a PATTERN ('.' fetches everything)".into()),
         ("ls" | "fetch", pattern) => return Some(look_or_fetch(node, pattern, command == "ls")),
-        (other, _) => return fail(format!("unknown command {other:?}; help lists the commands")),
+        (other, _) => return fail(format!("unknown command {:?}; help lists the commands", cut(other, 100))),
     }
     Some(true)
 }
@@ -2732,8 +2754,11 @@ fn command(node: &Node, line: &str) -> Option<bool> {
 /// standard input itself.
 fn read_command(editor: &mut Option<rustyline::DefaultEditor>) -> Option<String> {
     let Some(editor) = editor else {
-        let mut line = Vec::new();
-        let read = io::stdin().lock().read_until(b'\n', &mut line);
+        let (mut line, mut stdin) = (Vec::new(), io::stdin().lock());
+        let read = stdin.by_ref().take(MAX_COMMAND as u64 + 1).read_until(b'\n', &mut line);
+        if line.len() > MAX_COMMAND && !line.ends_with(b"\n") {
+            let _ = stdin.skip_until(b'\n'); // not kept: `command` refuses a line this long
+        }
         CTRL_C.store(false, Relaxed); // one pressed while nothing ran was for no command
         return read.ok().filter(|&n| n > 0).map(|_| String::from_utf8_lossy(&line).into_owned());
     };
@@ -2940,14 +2965,19 @@ fn clean_stale_parts() {
 }
 
 /// Takes Ctrl-C, SIGTERM, SIGHUP, and the other signals whose default ends a program (SIGQUIT,
-/// SIGUSR1, SIGUSR2, SIGALRM) on a thread of its own: Ctrl-C during a shell's `ls` or `fetch`
+/// SIGUSR1, SIGUSR2, SIGALRM, SIGXCPU and the rare ones; not the real-time signals) on a
+/// thread of its own: Ctrl-C during a shell's `ls` or `fetch`
 /// interrupts it; otherwise unfinished `.part` files are removed, the terminal restored, and
 /// the program ends (128 + the signal, as shells report it).
 fn watch_signals() {
     // blocked in this thread's mask, which every thread started later inherits, so the
     // signals reach only `wait` below
-    use Signal::{SIGALRM, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
-    let set = SigSet::from_iter([SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM]);
+    use Signal::*;
+    let common = [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM];
+    // the rest whose default ends a program and that no fault of its own raises (`ulimit -t`
+    // sends SIGXCPU); SIGXFSZ is ignored where files are written, so that a write fails instead
+    let rare = [SIGPROF, SIGVTALRM, SIGIO, SIGPWR, SIGXCPU, SIGSTKFLT];
+    let set = SigSet::from_iter(common.into_iter().chain(rare));
     let _ = set.thread_block();
     std::thread::spawn(move || {
         loop {
@@ -3379,6 +3409,35 @@ mod tests {
             assert_eq!(whole_reads(&latin1), Some("café".as_bytes().to_vec()));
             let utf8 = answer("<?xml version='1.0' encoding='utf-8'?>");
             assert_eq!(fast_reads(&utf8, &mut rng), Some(b"caf\xe9".to_vec()));
+        }
+
+        #[test]
+        fn padding_inside_base64_is_refused_however_the_reads_fall() {
+            let mut rng = Rng(17);
+            let digits = format!("{}QQ=={}", "QUJD".repeat(1000), "QUJD".repeat(1000));
+            let answer = format!(
+                "<methodResponse><params><param><value><base64>{digits}</base64></value></param></params></methodResponse>"
+            );
+            let split = answer.find("==").unwrap() + 2;
+            let (front, back) = answer.as_bytes().split_at(split);
+            assert_eq!(
+                decode_content(front.chain(back), &mut Vec::new()).unwrap(),
+                None,
+                "cut after the padding"
+            );
+            assert_eq!(fast_reads(answer.as_bytes(), &mut rng), None);
+            assert_eq!(whole_reads(answer.as_bytes()), None);
+        }
+
+        #[test]
+        fn a_processing_instruction_naming_an_encoding_is_not_the_declaration() {
+            let mut rng = Rng(19);
+            let value = "<methodResponse><params><param><value><string>café</string></value></param></params></methodResponse>";
+            let answer =
+                format!("<?xml-stylesheet type=\"text/xsl\" encoding=\"latin-1\"?>{value}").into_bytes();
+            assert_eq!(to_utf8(answer.clone()), answer);
+            assert_eq!(fast_reads(&answer, &mut rng), None);
+            assert_eq!(whole_reads(&answer), Some("café".as_bytes().to_vec()));
         }
 
         #[test]

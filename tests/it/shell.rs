@@ -324,6 +324,72 @@ mod piped {
     }
 
     #[test]
+    fn a_line_too_long_for_a_command_is_refused_in_one_line_and_the_next_command_runs() {
+        let dir = folder(&[MINE]);
+        let mut shell = Shell::start(PW, dir.path(), &[]);
+        shell.send(&"x".repeat(200_000));
+        shell.send("peers");
+        let run = shell.finish();
+        assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+        let said: Vec<&str> = after_start(&run.stderr);
+        assert_eq!(said, ["tinyp2p: a command of over 32832 bytes is refused"]);
+        assert!(run.stdout.contains("(this node)"), "peers did not run after it:\n{}", run.stdout);
+    }
+
+    #[test]
+    fn lines_ended_by_a_lone_carriage_return_each_run() {
+        let dir = folder(&[MINE]);
+        let mut shell = Shell::start(PW, dir.path(), &[]);
+        shell.send("log\rpeers\rexit\r");
+        let run = shell.finish();
+        assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
+        let out: Vec<&str> = run.stdout.lines().collect();
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[0], "no requests answered yet");
+        assert!(out[1].ends_with(" (this node)"), "{out:?}");
+    }
+
+    #[test]
+    fn the_shell_ends_with_status_0_once_nobody_reads_its_output() {
+        let dir = folder(&[MINE]);
+        let mut child = common::tinyp2p()
+            .args(["-q", PW, "shell", "127.0.0.1", "0"])
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn the shell");
+        let mut stdin = child.stdin.take().unwrap();
+        // commands without end, as `yes peers` types them
+        std::thread::spawn(move || while std::io::Write::write_all(&mut stdin, b"peers\n").is_ok() {});
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut first)
+            .unwrap();
+        assert!(first.ends_with(" (this node)\n"), "{first:?}");
+        // the reader is gone now, as `| head -1` goes
+        let ended = common::eventually(Duration::from_secs(20), || child.try_wait().unwrap().is_some());
+        let status = child.try_wait().unwrap();
+        let _ = child.kill();
+        assert!(ended, "the shell went on with nobody reading its output");
+        assert_eq!(status.and_then(|s| s.code()), Some(0));
+    }
+
+    #[test]
+    fn a_warning_at_start_is_kept_in_the_log_too() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let dir = folder(&[MINE]);
+        let mut shell = Shell::start(PW, dir.path(), &[&dead]);
+        shell.send("log");
+        let run = shell.finish();
+        let warning =
+            format!("tinyp2p: warning: cannot join: node {dead} is unreachable (connection refused)");
+        assert!(run.stdout.lines().any(|l| l == warning), "log did not keep {warning:?}:\n{}", run.stdout);
+    }
+
+    #[test]
     fn a_peer_it_cannot_join_is_said_at_start_as_a_server_says_it() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let dead = format!("http://{}", listener.local_addr().unwrap());

@@ -604,6 +604,14 @@ OPENAT(openat64)
     }
 
     #[test]
+    fn sigxcpu_sigprof_and_the_other_rare_ending_signals_mid_download_remove_the_part_file() {
+        for sig in [libc::SIGXCPU, libc::SIGPROF, libc::SIGVTALRM, libc::SIGIO, libc::SIGPWR, libc::SIGSTKFLT]
+        {
+            interrupted(sig);
+        }
+    }
+
+    #[test]
     fn a_part_file_left_by_kill_9_is_removed_by_the_next_run_in_that_folder() {
         let lib_dir = TempDir::new();
         let lib = shim(&lib_dir);
