@@ -795,10 +795,11 @@ fn decode_content(src: impl Read, out: &mut impl Write) -> io::Result<Option<u64
 /// tells its form: `</string>`, `</base64>`, or a bare value's `</value>`), or `None` if
 /// the answer has another shape.
 fn open_value(s: &mut Scanner<impl Read>) -> io::Result<Option<&'static [u8]>> {
-    // the declaration, not a processing instruction such as `<?xml-stylesheet`
-    if s.eat(&[b"<?xml "])? {
+    if s.eat(&[b"<?xml"])? {
         s.ensure(256)?;
-        let Some(end) = memmem::find(s.available(), b"?>") else { return Ok(None) };
+        // the declaration, not a processing instruction such as `<?xml-stylesheet`
+        let declared = s.available().first().copied().is_some_and(xml_space);
+        let Some(end) = memmem::find(s.available(), b"?>").filter(|_| declared) else { return Ok(None) };
         // an encoding other than UTF-8 is asked for again, read whole (see `to_utf8`)
         let encoding = encoding_named(&s.available()[..end]);
         if encoding.is_some_and(|name| !matches!(name.as_str(), "utf-8" | "utf8")) {
@@ -2703,12 +2704,16 @@ fn run_shell(node: &Node) -> Result<bool> {
         && let Some(text) = read_command(&mut editor)
     {
         // several lines pasted at the prompt come as one text: each line is a command (a lone
-        // CR ends one too, as old Macs wrote lines)
-        for line in text.split(['\r', '\n']) {
+        // CR ends one too, as old Macs wrote lines); a text cut short at MAX_COMMAND (see
+        // `read_command`) is refused whole, as its last command would run cut
+        let cut_short = text.len() > MAX_COMMAND && !text.ends_with('\n');
+        let lines: Vec<&str> = if cut_short { vec![&text] } else { text.split(['\r', '\n']).collect() };
+        for line in lines {
             let Some(done) = command(node, line) else { return Ok(ok) };
             ok &= done;
-            if CTRL_C.swap(false, Relaxed) {
-                break; // the person interrupted: the rest of what was pasted is not run
+            // the person interrupted, or nobody reads the output: the rest is not run
+            if CTRL_C.swap(false, Relaxed) || OUTPUT_CLOSED.load(Relaxed) {
+                break;
             }
         }
     }
@@ -3427,6 +3432,20 @@ mod tests {
             );
             assert_eq!(fast_reads(answer.as_bytes(), &mut rng), None);
             assert_eq!(whole_reads(answer.as_bytes()), None);
+        }
+
+        #[test]
+        fn a_declaration_with_a_tab_or_a_newline_after_xml_is_streamed() {
+            let mut rng = Rng(23);
+            let value = "<methodResponse><params><param><value><string>café</string></value></param></params></methodResponse>";
+            for space in ["\t", "\n", " "] {
+                let answer = format!("<?xml{space}version=\"1.0\"?>{value}");
+                assert_eq!(
+                    fast_reads(answer.as_bytes(), &mut rng),
+                    Some("café".as_bytes().to_vec()),
+                    "{space:?}"
+                );
+            }
         }
 
         #[test]

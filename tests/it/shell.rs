@@ -376,6 +376,45 @@ mod piped {
     }
 
     #[test]
+    fn input_of_lone_cr_lines_cut_short_at_the_limit_is_refused_whole_not_run_cut() {
+        let dir = folder(&[MINE]);
+        let mut shell = Shell::start(PW, dir.path(), &[]);
+        shell.send(&"peers\r".repeat(6000)); // 36,000 bytes before its newline
+        let run = shell.finish();
+        assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+        assert_eq!(after_start(&run.stderr), ["tinyp2p: a command of over 32832 bytes is refused"]);
+        assert_eq!(run.stdout, "", "a command of the cut text ran");
+    }
+
+    #[test]
+    fn once_nobody_reads_its_output_the_rest_of_a_read_is_not_run() {
+        let dir = folder(&[MINE]);
+        let mut child = common::tinyp2p()
+            .args(["-q", PW, "shell", "127.0.0.1", "0"])
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn the shell");
+        // one read of 3,000 commands (about 100 KB of output, more than a pipe holds), then one
+        // that would fail
+        let input = format!("{}bogus_last\r\n", "peers\r".repeat(3000));
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut first)
+            .unwrap();
+        assert!(first.ends_with(" (this node)\n"), "{first:?}");
+        let ended = common::eventually(Duration::from_secs(20), || child.try_wait().unwrap().is_some());
+        let _ = child.kill();
+        let run = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(ended, "the shell went on with nobody reading its output");
+        assert_eq!(run.status.code(), Some(0), "{stderr}");
+        assert!(!stderr.contains("bogus_last"), "{stderr}");
+    }
+
+    #[test]
     fn a_warning_at_start_is_kept_in_the_log_too() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let dead = format!("http://{}", listener.local_addr().unwrap());
