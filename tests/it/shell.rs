@@ -56,6 +56,12 @@ fn wait_for_peers(url: &str, n: usize) {
     assert!(common::eventually(common::START_DEADLINE, || count() >= n), "{url} never listed {n} peers");
 }
 
+/// The URL of a port nobody listens on: a node there is refused at once.
+fn closed_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", listener.local_addr().unwrap())
+}
+
 /// The stderr lines after the start lines.
 fn after_start(stderr: &str) -> Vec<&str> {
     stderr.lines().skip(START_LINES).collect()
@@ -349,30 +355,39 @@ mod piped {
         assert!(out[1].ends_with(" (this node)"), "{out:?}");
     }
 
-    #[test]
-    fn the_shell_ends_with_status_0_once_nobody_reads_its_output() {
+    /// A quiet shell fed by `input` (on a thread of its own) whose output is read up to its first
+    /// line, a `peers` line, and then by nobody, as `| head -1` reads it: its exit status within
+    /// 20 s (`None`: it went on), and its stderr.
+    fn read_by_head_1(
+        input: impl FnOnce(std::process::ChildStdin) + Send + 'static,
+    ) -> (Option<i32>, String) {
         let dir = folder(&[MINE]);
         let mut child = common::tinyp2p()
             .args(["-q", PW, "shell", "127.0.0.1", "0"])
             .current_dir(dir.path())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("spawn the shell");
-        let mut stdin = child.stdin.take().unwrap();
-        // commands without end, as `yes peers` types them
-        std::thread::spawn(move || while std::io::Write::write_all(&mut stdin, b"peers\n").is_ok() {});
+        let stdin = child.stdin.take().unwrap();
+        std::thread::spawn(move || input(stdin));
         let mut first = String::new();
         std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut first)
             .unwrap();
         assert!(first.ends_with(" (this node)\n"), "{first:?}");
-        // the reader is gone now, as `| head -1` goes
         let ended = common::eventually(Duration::from_secs(20), || child.try_wait().unwrap().is_some());
-        let status = child.try_wait().unwrap();
         let _ = child.kill();
-        assert!(ended, "the shell went on with nobody reading its output");
-        assert_eq!(status.and_then(|s| s.code()), Some(0));
+        let run = child.wait_with_output().unwrap();
+        (run.status.code().filter(|_| ended), String::from_utf8_lossy(&run.stderr).into_owned())
+    }
+
+    #[test]
+    fn the_shell_ends_with_status_0_once_nobody_reads_its_output() {
+        // commands without end, as `yes peers` types them
+        let (status, stderr) =
+            read_by_head_1(|mut stdin| while std::io::Write::write_all(&mut stdin, b"peers\n").is_ok() {});
+        assert_eq!(status, Some(0), "{stderr}");
     }
 
     #[test]
@@ -388,37 +403,19 @@ mod piped {
 
     #[test]
     fn once_nobody_reads_its_output_the_rest_of_a_read_is_not_run() {
-        let dir = folder(&[MINE]);
-        let mut child = common::tinyp2p()
-            .args(["-q", PW, "shell", "127.0.0.1", "0"])
-            .current_dir(dir.path())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn the shell");
         // one read of 3,000 commands (about 100 KB of output, more than a pipe holds), then one
         // that would fail
         let input = format!("{}bogus_last\r\n", "peers\r".repeat(3000));
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
-        let mut first = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut first)
-            .unwrap();
-        assert!(first.ends_with(" (this node)\n"), "{first:?}");
-        let ended = common::eventually(Duration::from_secs(20), || child.try_wait().unwrap().is_some());
-        let _ = child.kill();
-        let run = child.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&run.stderr);
-        assert!(ended, "the shell went on with nobody reading its output");
-        assert_eq!(run.status.code(), Some(0), "{stderr}");
+        let (status, stderr) = read_by_head_1(move |mut stdin| {
+            let _ = std::io::Write::write_all(&mut stdin, input.as_bytes());
+        });
+        assert_eq!(status, Some(0), "{stderr}");
         assert!(!stderr.contains("bogus_last"), "{stderr}");
     }
 
     #[test]
     fn a_warning_at_start_is_kept_in_the_log_too() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let dead = format!("http://{}", listener.local_addr().unwrap());
-        drop(listener);
+        let dead = closed_url();
         let dir = folder(&[MINE]);
         let mut shell = Shell::start(PW, dir.path(), &[&dead]);
         shell.send("log");
@@ -430,9 +427,7 @@ mod piped {
 
     #[test]
     fn a_peer_it_cannot_join_is_said_at_start_as_a_server_says_it() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let dead = format!("http://{}", listener.local_addr().unwrap());
-        drop(listener);
+        let dead = closed_url();
         let dir = folder(&[MINE]);
         let shell = Shell::start(PW, dir.path(), &[&dead]);
         let warning =
