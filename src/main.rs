@@ -393,14 +393,18 @@ fn encoding_named(declaration: &[u8]) -> Option<String> {
     rest.split(['"', '\'']).nth(1).map(str::to_string)
 }
 
+/// Where the XML declaration that `xml` starts with ends (its `?>`), if it has one: a
+/// processing instruction such as `<?xml-stylesheet` is none.
+fn declaration_end(xml: &[u8]) -> Option<usize> {
+    let declared = xml.starts_with(b"<?xml") && xml.get(5).copied().is_some_and(xml_space);
+    memmem::find(xml, b"?>").filter(|_| declared)
+}
+
 /// A document declared in Latin-1 or ASCII, under any of Python's names for them
 /// (`encoding='latin-1'` on its server or client), in UTF-8: xml-rs knows few of those names,
 /// the streaming reader only UTF-8, and Latin-1's bytes are the first 256 characters.
 fn to_utf8(xml: Vec<u8>) -> Vec<u8> {
-    let head = &xml[..xml.len().min(256)];
-    // the declaration, not a processing instruction such as `<?xml-stylesheet`
-    let declared = head.starts_with(b"<?xml") && head.get(5).copied().is_some_and(xml_space);
-    let Some(end) = memmem::find(head, b"?>").filter(|_| declared) else { return xml };
+    let Some(end) = declaration_end(&xml[..xml.len().min(256)]) else { return xml };
     let name = encoding_named(&xml[..end]).unwrap_or_default().replace('_', "-");
     let latin = ["latin-1", "latin1", "iso-8859-1", "iso8859-1", "8859", "cp819", "l1", "ascii", "us-ascii"];
     if !latin.contains(&name.as_str()) {
@@ -795,11 +799,10 @@ fn decode_content(src: impl Read, out: &mut impl Write) -> io::Result<Option<u64
 /// tells its form: `</string>`, `</base64>`, or a bare value's `</value>`), or `None` if
 /// the answer has another shape.
 fn open_value(s: &mut Scanner<impl Read>) -> io::Result<Option<&'static [u8]>> {
-    if s.eat(&[b"<?xml"])? {
-        s.ensure(256)?;
-        // the declaration, not a processing instruction such as `<?xml-stylesheet`
-        let declared = s.available().first().copied().is_some_and(xml_space);
-        let Some(end) = memmem::find(s.available(), b"?>").filter(|_| declared) else { return Ok(None) };
+    s.skip_ws()?;
+    s.ensure(256)?;
+    if s.available().starts_with(b"<?xml") {
+        let Some(end) = declaration_end(s.available()) else { return Ok(None) };
         // an encoding other than UTF-8 is asked for again, read whole (see `to_utf8`)
         let encoding = encoding_named(&s.available()[..end]);
         if encoding.is_some_and(|name| !matches!(name.as_str(), "utf-8" | "utf8")) {
@@ -2703,12 +2706,16 @@ fn run_shell(node: &Node) -> Result<bool> {
     while !OUTPUT_CLOSED.load(Relaxed)
         && let Some(text) = read_command(&mut editor)
     {
+        // a text cut short at MAX_COMMAND (see `read_command`) is refused whole, as its last
+        // command would run cut
+        if text.len() > MAX_COMMAND && !text.ends_with('\n') {
+            say_err(error_line(format_args!("a command of over {MAX_COMMAND} bytes is refused")));
+            ok = false;
+            continue;
+        }
         // several lines pasted at the prompt come as one text: each line is a command (a lone
-        // CR ends one too, as old Macs wrote lines); a text cut short at MAX_COMMAND (see
-        // `read_command`) is refused whole, as its last command would run cut
-        let cut_short = text.len() > MAX_COMMAND && !text.ends_with('\n');
-        let lines: Vec<&str> = if cut_short { vec![&text] } else { text.split(['\r', '\n']).collect() };
-        for line in lines {
+        // CR ends one too, as old Macs wrote lines)
+        for line in text.split(['\r', '\n']) {
             let Some(done) = command(node, line) else { return Ok(ok) };
             ok &= done;
             // the person interrupted, or nobody reads the output: the rest is not run
@@ -2721,16 +2728,13 @@ fn run_shell(node: &Node) -> Result<bool> {
 }
 
 /// Runs one command line of the shell: whether it went well, or `None` for `exit`.
-fn command(node: &Node, text: &str) -> Option<bool> {
-    let line = text.trim();
+fn command(node: &Node, line: &str) -> Option<bool> {
+    let line = line.trim();
     let (command, arg) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
     let fail = |why: String| {
         say_err(error_line(why));
         Some(false)
     };
-    if text.len() > MAX_COMMAND {
-        return fail(format!("a command of over {MAX_COMMAND} bytes is refused"));
-    }
     match (command, arg.trim()) {
         ("", _) => {}
         ("exit" | "quit", _) => return None,
@@ -2762,7 +2766,7 @@ fn read_command(editor: &mut Option<rustyline::DefaultEditor>) -> Option<String>
         let (mut line, mut stdin) = (Vec::new(), io::stdin().lock());
         let read = stdin.by_ref().take(MAX_COMMAND as u64 + 1).read_until(b'\n', &mut line);
         if line.len() > MAX_COMMAND && !line.ends_with(b"\n") {
-            let _ = stdin.skip_until(b'\n'); // not kept: `command` refuses a line this long
+            let _ = stdin.skip_until(b'\n'); // not kept: `run_shell` refuses a line this long
         }
         CTRL_C.store(false, Relaxed); // one pressed while nothing ran was for no command
         return read.ok().filter(|&n| n > 0).map(|_| String::from_utf8_lossy(&line).into_owned());
