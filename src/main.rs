@@ -57,9 +57,12 @@ searched in each name: '\\.txt$', 'report', '.' for all. -q (--quiet) prints onl
 and what was asked for (a node's URL, list's names).
 
 settings (environment):
-  TINYP2P_TIMEOUT      seconds to connect, and for any read or write to stall (default 10)
-  TINYP2P_SPEED_LIMIT  a download slower than this many bytes a second... (default 1024)
-  TINYP2P_SPEED_TIME   ...for this many seconds is abandoned (default 3 timeouts: 30)
+  TINYP2P_TIMEOUT      seconds to connect, and for any read or write to stall
+                       (0.1 to 86400, default 10)
+  TINYP2P_SPEED_LIMIT  a download slower than this many bytes a second...
+                       (0 to 10^12, default 1024)
+  TINYP2P_SPEED_TIME   ...for this many seconds is abandoned
+                       (0.1 to 86400, default 3 timeouts: 30)
 
 example, as in the original:
   node0$ tinyp2p 123456 server 127.0.0.1 33330

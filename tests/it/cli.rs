@@ -99,6 +99,19 @@ mod usage {
     }
 
     #[test]
+    fn help_gives_each_setting_its_range_and_default() {
+        let help = tinyp2p(&["--help"]).stdout;
+        let ranges = ["(0.1 to 86400, default 10)", "(0 to 10^12, default 1024)", "(0.1 to 86400, default 3"];
+        for (setting, range) in
+            ["TINYP2P_TIMEOUT", "TINYP2P_SPEED_LIMIT", "TINYP2P_SPEED_TIME"].iter().zip(ranges)
+        {
+            let after = help.split_once(setting).map_or("", |(_, after)| after);
+            let own = after.split("TINYP2P_").next().unwrap_or_default();
+            assert!(own.contains(range), "--help gives {setting} no {range}:\n{help}");
+        }
+    }
+
+    #[test]
     fn version_prints_the_package_version() {
         let run = tinyp2p(&["--version"]);
         assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
