@@ -420,6 +420,43 @@ mod rust_client_and_python_nodes {
         assert_holds(&rust_dir, &[("cr.txt", raw)]);
     }
 
+    /// Runs the Rust client in a new folder against `url`, fetching everything, with
+    /// TINYP2P_TIMEOUT of 1 s.
+    fn fetch_with_a_1_s_timeout(url: &str) -> (TempDir, Run) {
+        let dir = TempDir::new();
+        let mut cmd = common::tinyp2p();
+        cmd.args([PW, "client", url, "."]).current_dir(dir.path()).env("TINYP2P_TIMEOUT", "1");
+        (dir, common::run(cmd))
+    }
+
+    #[test]
+    fn two_hundred_files_from_one_python_node_all_arrive_though_it_queues_only_five_connections() {
+        // a Python node answers one call at a time and queues 5 connections: more, and the
+        // kernel drops a connection, to retry it a second later, past a 1 s timeout
+        let share = TempDir::new();
+        (0..200).for_each(|i| share.write(&format!("f{i:03}"), format!("{i}\n")));
+        let node = Node::python(PW, share.path(), &[]);
+        let (dir, run) = fetch_with_a_1_s_timeout(&node.url);
+        assert_success(&run);
+        assert_eq!(dir.names().len(), 200, "{}", run.stderr);
+        assert_eq!(dir.read("f123"), b"123\n");
+    }
+
+    #[test]
+    fn a_python_node_that_stops_answering_mid_fetch_is_given_up_and_counted_unreachable() {
+        // opening a FIFO hangs the single-threaded node for good; its name comes first
+        let share = TempDir::new();
+        (0..40).for_each(|i| share.write(&format!("f{i:02}"), "x"));
+        nix::unistd::mkfifo(&share.path().join("a fifo"), nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        let node = Node::python(PW, share.path(), &[]);
+        let (dir, run) = fetch_with_a_1_s_timeout(&node.url);
+        assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+        assert!(run.stderr.contains("not asked again"), "the node was asked for every file:\n{}", run.stderr);
+        let summary = run.stdout.lines().last().unwrap_or_default();
+        assert!(summary.contains("41 failed, 1 of 1 node unreachable"), "{summary}");
+        assert!(dir.names().is_empty(), "left behind: {:?}", dir.names());
+    }
+
     #[test]
     fn the_rust_client_adds_nothing_to_a_python_network() {
         let (network, _dir, _run) = fetch_from_python(&[("a.txt", TEXT)], &[], ".");
