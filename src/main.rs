@@ -664,7 +664,7 @@ fn survey(src: &mut impl Read, size_hint: u64) -> io::Result<Survey> {
 
 /// The error of a file that changed while it was being sent.
 fn changed_midway() -> io::Error {
-    io::Error::other("the file changed (content or metadata) while it was being sent")
+    io::Error::other("the file changed while it was being sent")
 }
 
 /// The second pass: writes a file's encoded content, failing rather than sending bytes that
@@ -1843,14 +1843,16 @@ fn send_content(request: Request, file: File, plan: Survey) -> io::Result<()> {
     let len = head.len() as u64 + plan.encoded + tail.len() as u64;
     let (version, peer) = (request.http_version(), request.remote_addr().copied());
     let http = format!("HTTP/{version} 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {len}\r\n\r\n");
-    let before = changed(&file.metadata()?);
+    // A write sets the modification time: rewritten in place at its size, a file keeps every
+    // length, and only that time tells. A rename over it, its removal or a chmod (which set the
+    // change time) leave what was opened whole, which is sent, as the original would send it.
+    let stamp = |file: &File| file.metadata().map(|meta| (meta.len(), meta.mtime(), meta.mtime_nsec()));
+    let before = stamp(&file)?;
     let mut out =
         BufWriter::with_capacity(buffer_for(http.len() as u64 + len, SEND_BUFFER), request.into_writer());
     write!(out, "{http}{head}")?;
-    let encoded = encode(&file, plan, &mut out).and_then(|()| {
-        // rewritten in place at its size, a file keeps every length: only its change time tells
-        if changed(&file.metadata()?) == before { Ok(()) } else { Err(changed_midway()) }
-    });
+    let encoded = encode(&file, plan, &mut out)
+        .and_then(|()| if stamp(&file)? == before { Ok(()) } else { Err(changed_midway()) });
     if encoded.is_err() {
         // The head promised `len` bytes, and tiny_http keeps the connection open: the client
         // would wait for the rest. Closed, the answer is cut short, and the client fails at once.

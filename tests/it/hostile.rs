@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -1702,10 +1702,11 @@ mod request_sizes {
 mod faults {
     use super::*;
 
-    /// Asks a node for a 64 MiB text file on a keep-alive connection, runs `change` on the
-    /// file once the answer's head has come (the node still sending: the sockets hold a few
-    /// MB), and asserts that the node closed the connection with the answer cut short.
-    fn assert_cut_short_when(change: impl FnOnce(&Path)) {
+    /// Asks a node for a 64 MiB text file of `x` on a keep-alive connection, runs `change` on
+    /// the file once the answer's head has come (the node still sending: the sockets hold a few
+    /// MB), and reads on until the node closes the connection or the answer is whole: the
+    /// length the head declared, and the body read.
+    fn answer_when(change: impl FnOnce(&Path)) -> (usize, Vec<u8>) {
         let share = TempDir::new();
         share.write("big.txt", "x".repeat(64 << 20));
         let node = Node::rust(PW, share.path(), &[]);
@@ -1720,15 +1721,44 @@ mod faults {
         let head = String::from_utf8_lossy(&answer).into_owned();
         assert!(head.starts_with("HTTP/1.1 200"), "{head:?}");
         change(&share.path().join("big.txt"));
-        // keep-alive: the read ends only if the node closes the connection
-        let closed = stream.read_to_end(&mut answer);
-        assert!(closed.is_ok(), "the node kept the connection open: {closed:?}");
-        let body = answer.split_off(head.find("\r\n\r\n").expect("a whole head in the first read") + 4);
+        let mut body = answer.split_off(head.find("\r\n\r\n").expect("a whole head in the first read") + 4);
         let declared: usize =
             head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).unwrap().parse().unwrap();
+        // keep-alive: the read ends early only if the node closes the connection
+        let read = (&mut stream).take((declared - body.len()) as u64).read_to_end(&mut body);
+        assert!(read.is_ok(), "the node neither sent the answer whole nor closed: {read:?}");
+        (declared, body)
+    }
+
+    /// Asserts that the node closed the connection with the answer cut short, once `change` ran.
+    fn assert_cut_short_when(change: impl FnOnce(&Path)) {
+        let (declared, body) = answer_when(change);
         let end = String::from_utf8_lossy(&body[body.len().saturating_sub(64)..]).into_owned();
         assert!(body.len() < declared, "{} of {declared} bytes came, ending {end:?}", body.len());
         assert!(!end.contains("</methodResponse>"), "the answer ended well: {end:?}");
+    }
+
+    #[test]
+    fn a_file_renamed_over_removed_or_chmodded_while_it_is_sent_arrives_whole_as_it_was_opened() {
+        // what was opened stays whole: it is sent, as the original (which read it first) sent it
+        let changes: [fn(&Path); 3] = [
+            |path| {
+                fs::write(path.with_file_name("new.txt"), "new").unwrap();
+                fs::rename(path.with_file_name("new.txt"), path).unwrap();
+            },
+            |path| fs::remove_file(path).unwrap(),
+            |path| fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap(),
+        ];
+        for (i, change) in changes.into_iter().enumerate() {
+            let (declared, body) = answer_when(change);
+            assert_eq!(body.len(), declared, "change {i}: the answer was cut short");
+            let xml = String::from_utf8(body).expect("UTF-8");
+            let content = xml.split_once("<string>").and_then(|(_, rest)| rest.split_once("</string>"));
+            let whole =
+                content.is_some_and(|(text, _)| text.len() == 64 << 20 && text.bytes().all(|b| b == b'x'));
+            assert!(whole, "change {i}: not the file as it was opened");
+            assert!(xml.ends_with("</methodResponse>\n"), "change {i}: {:?}", &xml[xml.len() - 64..]);
+        }
     }
 
     #[test]
