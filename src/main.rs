@@ -1315,13 +1315,15 @@ fn remember<K: std::hash::Hash + Eq, V>(cache: &Mutex<HashMap<K, V>>, most: usiz
 /// moment for their log lines.
 static ANSWERING: AtomicUsize = AtomicUsize::new(0);
 
-/// Answers one HTTP request and logs it in one line, as Python's server does.
-fn handle(node: &Node, mut request: Request) {
+/// Answers one HTTP request, or refuses it with the status and reason `refused`, and logs it in
+/// one line, as Python's server does.
+fn handle(node: &Node, mut request: Request, refused: Option<(u16, String)>) {
     let who = request.remote_addr().map_or("-".to_string(), |a| a.ip().to_string());
     // all of it escaped: tiny_http takes any method, control characters included
     let asked = format!("{} {} HTTP/{}", request.method(), request.url(), request.http_version());
     let line = format!("{who} - - [{}] \"{}\"", log_time(), printable(&cut(&asked, MAX_ECHO)));
-    let (status, note, sent) = match respond(node, &mut request) {
+    let answer = refused.map_or_else(|| respond(node, &mut request), Err);
+    let (status, note, sent) = match answer {
         Ok(Answer::File(file, plan)) => {
             (200, format!("{} bytes", plan.raw), send_content(request, file, plan))
         }
@@ -1706,13 +1708,13 @@ impl Pool {
         }
         if piled_up {
             shut(conn, Shutdown::Both);
-            let _ = send(request, Response::from_data(Vec::new()).with_status_code(429));
-        } else {
-            // a bug in one answer costs that answer (the hook prints it), not the worker
-            ANSWERING.fetch_add(1, AcqRel);
-            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| handle(&self.node, request)));
-            ANSWERING.fetch_sub(1, AcqRel); // once its log line is kept, or it panicked: see `end_on`
         }
+        let refused =
+            piled_up.then(|| (429, format!("over {PIPELINED} requests under way on one connection")));
+        // a bug in one answer costs that answer (the hook prints it), not the worker
+        ANSWERING.fetch_add(1, AcqRel);
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| handle(&self.node, request, refused)));
+        ANSWERING.fetch_sub(1, AcqRel); // once its log line is kept, or it panicked: see `end_on`
         let mut under_way = lock(&self.under_way);
         if let Some(n) = under_way.remove(&conn).filter(|&n| n > 1) {
             under_way.insert(conn, n - 1);

@@ -1648,6 +1648,24 @@ mod request_sizes {
     }
 
     #[test]
+    fn requests_refused_for_piling_up_on_one_connection_are_logged_too() {
+        let t = Target::new();
+        let body = call_xml(&t.token(), "<int>1</int>", &text("hello"));
+        let one = format!("{}{body}", head(&t, &format!("Content-Length: {}\r\n", body.len())));
+        let mut stream = connect(&t);
+        // all at once, read only once all are sent: more than 4 pile up, and the node closes
+        let _ = stream.write_all(one.repeat(100).as_bytes());
+        let mut answers = Vec::new();
+        let _ = stream.read_to_end(&mut answers);
+        let refused = |l: &String| l.contains(" 429 - over 4 requests under way on one connection");
+        let seen =
+            common::eventually(Duration::from_secs(5), || t.node.log.lock().unwrap().iter().any(refused));
+        let log = t.node.log.lock().unwrap();
+        assert!(seen, "no request refused with 429 was logged:\n{}", log.join("\n"));
+        assert!(log.iter().filter(|l| refused(l)).all(|l| l.contains("\"POST /RPC2 HTTP/1.1\"")), "{log:?}");
+    }
+
+    #[test]
     fn what_a_fault_and_the_log_repeat_of_a_request_is_cut_short() {
         let t = Target::new();
         let method = "m".repeat(1 << 20);
