@@ -14,7 +14,11 @@ Where it departs from the 2004 program, and why:
   so tests need no fixed ports (the URL, and so the token, carries the real port);
 - the single-server fix is in (the node lists itself);
 - content that is not XML-safe UTF-8 text goes as <base64> (Python 2 sent raw bytes,
-  which no parser reads back); text goes as a plain string, raw CR and all, as before.
+  which no parser reads back); text goes as a plain string, raw CR and all, as before;
+- its client writes a <base64> answer's bytes, and text as UTF-8 (under Python 2.7 the
+  original client stops with a TypeError on a Binary, and a UnicodeEncodeError on text
+  beyond ASCII, leaving the file it was writing behind; ASCII text, CR, CRLF and markup
+  included, reaches it byte-exact from a Rust node).
 """
 import hmac
 import os
