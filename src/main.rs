@@ -2534,6 +2534,8 @@ fn client(caller: &Caller, url: &str, regex: &Regex, list: bool, report: &Report
         folder().map_err(|e| anyhow!("cannot fetch into this folder: {}", words(&e)))?;
     }
     let mut peers = caller.entry_peers(url, report)?;
+    // drawn at once: a node that does not answer may keep the listings a while
+    report.totals.set_prefix(format!("asking {} for names,", nodes(&peers)));
     let listings = parallel(&peers, CLIENT_WORKERS, |peer| {
         if report.interrupted() { Err(anyhow!("interrupted")) } else { caller.listing(peer, regex.as_str()) }
     });
@@ -2676,8 +2678,11 @@ impl Load {
         let busy = |state: &mut Vec<(usize, usize)>| state[p].0 >= NODE_WORKERS && state[p].1 < MOST_SILENCES;
         let mut state =
             self.ended.wait_while(lock(&self.state), busy).unwrap_or_else(PoisonError::into_inner);
-        state[p].0 += (state[p].1 < MOST_SILENCES) as usize;
-        state[p].1 < MOST_SILENCES
+        let given_up = state[p].1 >= MOST_SILENCES;
+        if !given_up {
+            state[p].0 += 1;
+        }
+        !given_up
     }
 
     /// Counts a download from peer `p` ended with `outcome`, which it hands back; a node that

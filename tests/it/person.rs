@@ -330,6 +330,24 @@ mod progress {
     }
 
     #[test]
+    fn while_a_silent_node_holds_up_the_listings_the_display_says_how_many_nodes_are_asked() {
+        let silent = Fake::start(|_, _| Reply::Silent);
+        let other = silent.url.clone();
+        let fake = Fake::start(move |mode, own| match mode {
+            0 => Reply::Value(common::xml_strings(&[own, &other])),
+            _ => Reply::Silent,
+        });
+        let dir = TempDir::new();
+        let program = [common::bin(), PW, "client", fake.url.as_str(), "."];
+        let keys = [Key::Expect("asking"), Key::Snapshot, Key::Signal("TERM")];
+        let shown = common::terminal(dir.path(), &[], &keys, &program);
+        assert_eq!(shown.status, Some(143), "{}", shown.dump());
+        let first = lines(&shown.snapshots[0]).first().map(|l| l.to_string()).unwrap_or_default();
+        assert!(first.starts_with("asking 2 nodes for names, 0 B received"), "{}", shown.snapshots[0]);
+        assert!(shown.screen.trim().is_empty(), "left:\n{}", shown.screen);
+    }
+
+    #[test]
     fn names_refused_count_among_the_files_done_and_to_fetch_and_a_node_answering_false_does_not() {
         let erring = Fake::start(|_, _| Reply::Value("<boolean>0</boolean>".into()));
         let other = erring.url.clone();
