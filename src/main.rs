@@ -2037,11 +2037,16 @@ struct Caller {
 /// apart from the nodes that answered with an error. An anyhow message (`anyhow::Error::msg`),
 /// which `anyhow::Error::is` tells as it tells an error type.
 #[derive(Debug)]
-struct NoAnswer(String);
+struct NoAnswer {
+    /// What happened, in a person's words.
+    why: String,
+    /// Whether an answer came in part, then broke off: the node is there.
+    broke_off: bool,
+}
 
 impl fmt::Display for NoAnswer {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.why)
     }
 }
 
@@ -2094,7 +2099,7 @@ impl Caller {
     fn plain(&self, url: &str, e: impl Into<ureq::Error>) -> anyhow::Error {
         use io::ErrorKind::*;
         let secs = self.settings.timeout.as_secs_f64();
-        let none = |why: String| anyhow::Error::msg(NoAnswer(why));
+        let none = |why: String| anyhow::Error::msg(NoAnswer { why, broke_off: false });
         let unreachable = |why: String| none(format!("node {url} is unreachable ({})", why.to_lowercase()));
         match e.into() {
             ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve)
@@ -2116,7 +2121,10 @@ impl Caller {
                 _ if e.to_string().starts_with("failed to lookup address") => unreachable(words(&e)),
                 TimedOut | WouldBlock => none(format!("no data from {url} for {secs} s")),
                 UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe => {
-                    none(format!("node {url} broke off its answer"))
+                    anyhow::Error::msg(NoAnswer {
+                        why: format!("node {url} broke off its answer"),
+                        broke_off: true,
+                    })
                 }
                 StorageFull | FileTooLarge | QuotaExceeded | ReadOnlyFilesystem | PermissionDenied => {
                     anyhow!("cannot write it here: {}", words(&e).to_lowercase())
@@ -2665,34 +2673,48 @@ fn clause(n: usize, what: &str) -> String {
 
 /// The downloads under way from each node of a client run, and how it answered of late.
 struct Load {
-    /// By peer: its downloads under way, and its calls in a row that got no answer.
+    /// By peer: its downloads under way, and its downloads in a row that got no answer.
     state: Mutex<Vec<(usize, usize)>>,
-    /// Notified as a download ends, so a worker waiting for its node tries again.
+    /// Notified as a download ends, so a worker waiting for its node looks again.
     ended: Condvar,
 }
 
 impl Load {
-    /// Waits until fewer than NODE_WORKERS downloads are under way from peer `p`, and counts
-    /// one more; false, at once, if the node gave no answer MOST_SILENCES times in a row.
-    fn start(&self, p: usize) -> bool {
+    /// Runs `download` from peer `p` once fewer than NODE_WORKERS are under way from it; fails
+    /// at once if the run was interrupted meanwhile, or the node gave no answer MOST_SILENCES
+    /// times in a row (then counted unreachable, once: a late answer does not bring it back).
+    fn run<T>(
+        &self,
+        p: usize,
+        url: &str,
+        report: &Report,
+        download: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
         let busy = |state: &mut Vec<(usize, usize)>| state[p].0 >= NODE_WORKERS && state[p].1 < MOST_SILENCES;
         let mut state =
             self.ended.wait_while(lock(&self.state), busy).unwrap_or_else(PoisonError::into_inner);
-        let given_up = state[p].1 >= MOST_SILENCES;
-        if !given_up {
-            state[p].0 += 1;
+        if state[p].1 >= MOST_SILENCES {
+            bail!("node {url} gave no answer {MOST_SILENCES} times in a row; not asked again");
         }
-        !given_up
-    }
-
-    /// Counts a download from peer `p` ended with `outcome`, which it hands back; a node that
-    /// has now given no answer MOST_SILENCES times in a row is counted unreachable.
-    fn end<T>(&self, p: usize, outcome: Result<T>, report: &Report) -> Result<T> {
-        let silent = outcome.as_ref().is_err_and(|e| e.is::<NoAnswer>());
+        if report.interrupted() {
+            bail!("interrupted");
+        }
+        state[p].0 += 1;
+        drop(state);
+        // a bug in one download costs that file (the hook prints it): its place is given back
+        let outcome =
+            std::panic::catch_unwind(AssertUnwindSafe(download)).unwrap_or_else(|_| bail!("internal error"));
+        // an answer that came in part, then broke off (a file changed while sent) is an answer
+        let silent =
+            outcome.as_ref().err().and_then(|e| e.downcast_ref::<NoAnswer>()).is_some_and(|e| !e.broke_off);
         let mut state = lock(&self.state);
-        state[p] = (state[p].0 - 1, if silent { state[p].1 + 1 } else { 0 });
-        if state[p].1 == MOST_SILENCES && silent {
-            report.count(|c| c.unreachable += 1);
+        let (under_way, silences) = &mut state[p];
+        *under_way -= 1;
+        if *silences < MOST_SILENCES {
+            *silences = if silent { *silences + 1 } else { 0 };
+            if *silences == MOST_SILENCES {
+                report.count(|c| c.unreachable += 1);
+            }
         }
         self.ended.notify_all();
         outcome
@@ -2706,13 +2728,7 @@ fn fetch(caller: &Caller, peers: &[String], (name, at): &Job, load: &Load, repor
             return;
         }
         let url = &peers[p];
-        let outcome = match load.start(p) {
-            true => load.end(p, caller.download(url, name, report), report),
-            false => {
-                Err(anyhow!("node {url} gave no answer {MOST_SILENCES} times in a row; not asked again"))
-            }
-        };
-        match outcome {
+        match load.run(p, url, report, || caller.download(url, name, report)) {
             Ok(Some(size)) => return report.fetched(name, size, url),
             Ok(None) => return report.count(|c| c.skipped += 1),
             Err(e) if at.last() != Some(&p) => {

@@ -1845,6 +1845,27 @@ mod faults {
     }
 
     #[test]
+    fn a_node_that_cuts_off_every_answer_is_asked_for_each_file_and_not_counted_unreachable() {
+        // an answer that came in part, then broke off (a file changed while sent), is an answer
+        let names: Vec<String> = (0..6).map(|i| format!("f{i}.txt")).collect();
+        let listed = names.clone();
+        let fake = Fake::peer(move |ask| match ask.mode {
+            1 => ok(&listing(&listed)),
+            _ => Reply::Close(cut(http("200 OK", response(&text(&"x".repeat(100_000))).as_bytes()), 50_000)),
+        });
+        let dir = TempDir::new();
+        let (run, _) = client(dir.path(), &fake.url, ".");
+        assert_failed_naming(&run, &fake.url);
+        assert_eq!(run.stderr.matches("broke off its answer").count(), 6, "{}", short(&run.stderr));
+        assert!(!run.stderr.contains("not asked again"), "{}", short(&run.stderr));
+        let mut fetched = fake.fetched();
+        fetched.sort();
+        assert_eq!(fetched, names, "each file asked for once");
+        assert!(run.stdout.contains("6 failed;") && !run.stdout.contains("unreachable"), "{}", run.stdout);
+        assert!(dir.names().is_empty(), "left behind: {:?}", dir.names());
+    }
+
+    #[test]
     fn a_dead_peer_is_reported_and_everything_comes_from_the_live_one() {
         let share = TempDir::new();
         share.write("a.txt", "from a\n");
