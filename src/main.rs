@@ -2007,7 +2007,7 @@ const ANSWER_DEADLINE_TIMEOUTS: u32 = 6;
 const CLIENT_WORKERS: usize = 8;
 /// Files a client downloads from any one node at once: a Python node answers one request at a
 /// time and queues 5 connections, and a connection past those waits 1 s for the kernel to
-/// retry it (measured: 200 files from one took 1.04 s with 8 at once, 0.03 s with 4).
+/// retry it (measured: 200 files from one took 1.04 s with 8 at once, 0.06 to 0.08 s with 4).
 const NODE_WORKERS: usize = 4;
 /// Calls in a row a node gives no answer to before a client asks it for no more files: a
 /// Python node hung (on a FIFO in its folder, say) would otherwise cost a timeout per 4 files.
